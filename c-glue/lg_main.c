@@ -1,0 +1,299 @@
+// SPDX-License-Identifier: GPL-2.0-only
+/*
+ * lg.ko, the C side: the module's entry and exit, the /dev/lguest misc device, and the kernel
+ * services the Rust half borrows. Everything that decides anything lives in Rust (rust-core/);
+ * this file only translates between the kernel's world and Rust's. The boundary is declared once,
+ * in generated/lg_rust.h, which build.rs writes from the Rust definitions.
+ *
+ * Load order: refuse hosts we cannot serve -> tell Rust about the host -> allocate and vmap the
+ * switcher pages for every possible CPU -> register /dev/lguest. Unload is the reverse.
+ */
+#define pr_fmt(fmt) "lg: " fmt
+
+#include <linux/cc_platform.h>
+#include <linux/fs.h>
+#include <linux/miscdevice.h>
+#include <linux/mm.h>
+#include <linux/module.h>
+#include <linux/sched.h>
+#include <linux/slab.h>
+#include <linux/uaccess.h>
+#include <linux/vmalloc.h>
+#include <linux/wait.h>
+#include <asm/cpufeature.h>
+#include <asm/hypervisor.h>
+#include <asm/mem_encrypt.h>
+#include <asm/pgtable.h>
+#include <asm/tlbflush.h>
+
+#include "generated/lg_rust.h"
+
+/*
+ * Test hook: pretend to be a host we must refuse, so the refusal path can be tested in a QEMU VM
+ * that is none of these. "xenpv", "sme" or "tdx"; empty (the default) means "the real host".
+ */
+static char *simulate_host = "";
+module_param(simulate_host, charp, 0400);
+MODULE_PARM_DESC(simulate_host, "testing only: act as if the host were xenpv, sme or tdx");
+
+static void lg_log(uint32_t level, const uint8_t *msg, size_t len)
+{
+	int n = (int)min_t(size_t, len, 1024);
+
+	switch (level) {
+	case 0 ... 3:
+		pr_err("%.*s\n", n, msg);
+		break;
+	case 4:
+		pr_warn("%.*s\n", n, msg);
+		break;
+	default:
+		pr_info("%.*s\n", n, msg);
+		break;
+	}
+}
+
+static const LgKernelOps lg_ops = {
+	.log = lg_log,
+};
+
+/*
+ * A ring-1 world switch needs a host that really runs at ring 0 with plain page tables. Under Xen
+ * PV the "host" is itself deprivileged (raw CR3/IDT writes fault); with SME/SEV/TDX every page-table
+ * entry needs an encryption bit our shadow tables do not carry. Refuse rather than misbehave.
+ */
+static int lg_check_host(void)
+{
+	bool xenpv = boot_cpu_has(X86_FEATURE_XENPV) || x86_hyper_type == X86_HYPER_XEN_PV;
+	bool sme = sme_me_mask != 0 || cc_platform_has(CC_ATTR_HOST_MEM_ENCRYPT);
+	bool cc_guest = cc_platform_has(CC_ATTR_GUEST_MEM_ENCRYPT);
+
+	xenpv |= !strcmp(simulate_host, "xenpv");
+	sme |= !strcmp(simulate_host, "sme");
+	cc_guest |= !strcmp(simulate_host, "tdx");
+
+	if (xenpv) {
+		pr_err("refusing to load: this kernel is a Xen PV guest, and lguest needs a host kernel that runs in ring 0\n");
+		return -ENODEV;
+	}
+	if (sme) {
+		pr_err("refusing to load: host memory encryption (SME) is active, and lguest's shadow page tables cannot carry the encryption bit\n");
+		return -ENODEV;
+	}
+	if (cc_guest) {
+		pr_err("refusing to load: this kernel is a confidential-computing guest (SEV/TDX), where lguest's world switch cannot work\n");
+		return -ENODEV;
+	}
+	return 0;
+}
+
+/* ---- The switcher area: one vmap() of per-CPU pages (rust-core/src/switcher/layout.rs). ---- */
+
+static struct page **sw_pages;
+static unsigned long sw_nr_pages;
+static void *sw_base;
+
+static void lg_free_switcher(void)
+{
+	unsigned long i;
+
+	if (sw_base)
+		vunmap(sw_base);
+	sw_base = NULL;
+	for (i = 0; sw_pages && i < sw_nr_pages; i++)
+		if (sw_pages[i])
+			__free_page(sw_pages[i]);
+	kvfree(sw_pages);
+	sw_pages = NULL;
+}
+
+static void lg_flush_local(void *unused)
+{
+	__flush_tlb_all();
+}
+
+/*
+ * vmap() gives every page the same protection (PAGE_KERNEL: RW, NX). The code pages must be
+ * executable and must not stay writable, so we rewrite their PTEs in our own vmap area to read-only
+ * + executable, and flush every CPU's TLB.
+ */
+static int lg_protect_text(unsigned long text_pages)
+{
+	unsigned long i;
+
+	for (i = 0; i < text_pages; i++) {
+		unsigned int level;
+		pte_t *pte = lookup_address((unsigned long)sw_base + i * PAGE_SIZE, &level);
+
+		if (!pte || level != PG_LEVEL_4K)
+			return -EFAULT;
+		set_pte(pte, pte_mkexec(pte_wrprotect(*pte)));
+	}
+	on_each_cpu(lg_flush_local, NULL, 1);
+	return 0;
+}
+
+static int lg_map_switcher(void)
+{
+	LgSwitcherLayout layout;
+	unsigned long i;
+	int err;
+
+	err = lg_rust_switcher_layout(&layout);
+	if (err)
+		return err;
+	sw_nr_pages = layout.nr_pages;
+	sw_pages = kvcalloc(sw_nr_pages, sizeof(*sw_pages), GFP_KERNEL);
+	if (!sw_pages)
+		return -ENOMEM;
+	for (i = 0; i < sw_nr_pages; i++) {
+		sw_pages[i] = alloc_page(GFP_KERNEL | __GFP_ZERO);
+		if (!sw_pages[i])
+			goto nomem;
+	}
+	sw_base = vmap(sw_pages, sw_nr_pages, VM_MAP, PAGE_KERNEL);
+	if (!sw_base)
+		goto nomem;
+	err = lg_protect_text(layout.text_pages);
+	if (!err)
+		err = lg_rust_switcher_mapped((u64)(unsigned long)sw_base);
+	if (err)
+		goto fail;
+	return 0;
+nomem:
+	err = -ENOMEM;
+	pr_err("cannot allocate %lu switcher pages\n", sw_nr_pages);
+fail:
+	lg_free_switcher();
+	return err;
+}
+
+/* ---- /dev/lguest ---- */
+
+struct lg_file {
+	wait_queue_head_t break_wq;
+	LgDevice *dev;
+};
+
+static int lg_open(struct inode *inode, struct file *file)
+{
+	struct lg_file *f = kzalloc(sizeof(*f), GFP_KERNEL);
+
+	if (!f)
+		return -ENOMEM;
+	f->dev = kmalloc(lg_rust_device_size(), GFP_KERNEL);
+	if (!f->dev) {
+		kfree(f);
+		return -ENOMEM;
+	}
+	lg_rust_device_init(f->dev);
+	init_waitqueue_head(&f->break_wq);
+	file->private_data = f;
+	return 0;
+}
+
+static int lg_release(struct inode *inode, struct file *file)
+{
+	struct lg_file *f = file->private_data;
+
+	lg_rust_device_drop(f->dev);
+	kfree(f->dev);
+	kfree(f);
+	return 0;
+}
+
+static ssize_t lg_write(struct file *file, const char __user *ubuf, size_t len, loff_t *off)
+{
+	struct lg_file *f = file->private_data;
+	u8 buf[64];
+	u64 val = 0;
+	s64 r;
+
+	/* Refuse oversized writes before touching user memory: no side effects. */
+	if (len > sizeof(buf))
+		return -EINVAL;
+	if (copy_from_user(buf, ubuf, len))
+		return -EFAULT;
+
+	r = lg_rust_write(f->dev, buf, len, (u64)(unsigned long)current, &val);
+	switch (r) {
+	case LG_WRITE_ACTION_RETURN:
+		return (ssize_t)val;
+	case LG_WRITE_ACTION_WAIT_BREAK_OFF:
+		if (wait_event_interruptible(f->break_wq, !lg_rust_break_requested(f->dev)))
+			return -ERESTARTSYS;
+		return len;
+	case LG_WRITE_ACTION_WAKE_BREAK:
+		wake_up_all(&f->break_wq);
+		return len;
+	default:
+		return r < 0 ? (ssize_t)r : -EIO;
+	}
+}
+
+static ssize_t lg_read(struct file *file, char __user *ubuf, size_t len, loff_t *off)
+{
+	struct lg_file *f = file->private_data;
+
+	return (ssize_t)lg_rust_read(f->dev, (u64)(unsigned long)current);
+}
+
+static const struct file_operations lg_fops = {
+	.owner = THIS_MODULE,
+	.open = lg_open,
+	.release = lg_release,
+	.read = lg_read,
+	.write = lg_write,
+	.llseek = no_llseek,
+};
+
+static struct miscdevice lg_dev = {
+	.minor = MISC_DYNAMIC_MINOR,
+	.name = "lguest",
+	.fops = &lg_fops,
+	.mode = 0600,
+};
+
+static int __init lg_init(void)
+{
+	LgHostInfo info = {
+		.nr_cpus = nr_cpu_ids,
+		.la57 = pgtable_l5_enabled(),
+		.user_top = TASK_SIZE_MAX,
+	};
+	int err;
+
+	err = lg_check_host();
+	if (err)
+		return err;
+	BUILD_BUG_ON(ARCH_KMALLOC_MINALIGN < 8);
+	if (lg_rust_device_align() > ARCH_KMALLOC_MINALIGN) {
+		pr_err("Rust device state needs %zu-byte alignment\n", lg_rust_device_align());
+		return -EINVAL;
+	}
+	err = lg_rust_init(&lg_ops, &info);
+	if (err)
+		return err;
+	err = lg_map_switcher();
+	if (err)
+		return err;
+	err = misc_register(&lg_dev);
+	if (err) {
+		pr_err("cannot register /dev/lguest: %d\n", err);
+		lg_free_switcher();
+		return err;
+	}
+	return 0;
+}
+
+static void __exit lg_exit(void)
+{
+	misc_deregister(&lg_dev);
+	lg_free_switcher();
+}
+
+module_init(lg_init);
+module_exit(lg_exit);
+MODULE_LICENSE("GPL");
+MODULE_AUTHOR("lguest developers");
+MODULE_DESCRIPTION("lguest: a minimal ring-1 paravirtual hypervisor for x86_64");

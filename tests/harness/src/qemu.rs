@@ -1,0 +1,255 @@
+//! Starting QEMU and following what the test VM prints.
+
+use std::io::{self, BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+/// One point of the CPU matrix: a QEMU CPU model and a number of host CPUs.
+#[derive(Clone, Debug)]
+pub struct Cell {
+    pub cpu: String,
+    pub smp: u32,
+}
+
+impl Default for Cell {
+    fn default() -> Self {
+        Cell {
+            cpu: "max".into(),
+            smp: 2,
+        }
+    }
+}
+
+impl Cell {
+    /// `max:2`, `qemu64:1`, `max,vendor=GenuineIntel:1`.
+    pub fn parse(s: &str) -> Option<Cell> {
+        let (cpu, smp) = s.rsplit_once(':')?;
+        let smp = smp.parse().ok().filter(|n| (1..=8).contains(n))?;
+        (!cpu.is_empty()).then(|| Cell {
+            cpu: cpu.into(),
+            smp,
+        })
+    }
+
+    /// A file-name-friendly name: `max-smp2`.
+    pub fn name(&self) -> String {
+        let cpu: String = self
+            .cpu
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+            .collect();
+        format!("{cpu}-smp{}", self.smp)
+    }
+}
+
+/// What every boot shares.
+pub struct VmConfig {
+    pub kernel: PathBuf,
+    pub initrd: PathBuf,
+    pub logs: PathBuf,
+}
+
+impl VmConfig {
+    pub fn new(root: &Path, initrd: PathBuf) -> Self {
+        let kver = std::fs::read_to_string(root.join("target/kver")).unwrap_or_default();
+        let kver = kver.trim();
+        VmConfig {
+            kernel: root.join(format!("target/kimg/{kver}/boot/vmlinuz-{kver}")),
+            initrd,
+            logs: root.join("target/vm/logs"),
+        }
+    }
+}
+
+/// Pack the initramfs (tests/mkinitramfs.sh).
+pub fn build_initramfs(root: &Path) -> io::Result<PathBuf> {
+    let out = root.join("target/vm/initramfs.cpio.gz");
+    std::fs::create_dir_all(root.join("target/vm"))?;
+    let status = Command::new(root.join("tests/mkinitramfs.sh"))
+        .arg(&out)
+        .status()?;
+    if !status.success() {
+        return Err(io::Error::other("tests/mkinitramfs.sh failed"));
+    }
+    Ok(out)
+}
+
+/// A running VM whose console lines arrive on a channel.
+struct Vm {
+    child: Child,
+    lines: Receiver<String>,
+}
+
+impl Vm {
+    fn boot(cfg: &VmConfig, cell: &Cell, append: &str) -> io::Result<Vm> {
+        if !cfg.kernel.is_file() {
+            return Err(io::Error::other(format!(
+                "test kernel {} not found (run: make deps)",
+                cfg.kernel.display()
+            )));
+        }
+        let mut child = Command::new("qemu-system-x86_64")
+            .args(["-accel", "tcg", "-cpu", &cell.cpu, "-m", "2G"])
+            .args(["-smp", &cell.smp.to_string()])
+            .args(["-display", "none", "-serial", "stdio", "-monitor", "none"])
+            .args(["-no-reboot", "-nodefaults"])
+            .arg("-kernel")
+            .arg(&cfg.kernel)
+            .arg("-initrd")
+            .arg(&cfg.initrd)
+            .arg("-append")
+            .arg(format!("console=ttyS0 panic=-1 loglevel=4 {append}"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| io::Error::other(format!("cannot start qemu-system-x86_64: {e}")))?;
+        let (tx, rx) = mpsc::channel();
+        let out = child.stdout.take().ok_or_else(|| io::Error::other("no stdout"))?;
+        let err = child.stderr.take().ok_or_else(|| io::Error::other("no stderr"))?;
+        let tx2 = tx.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).split(b'\n').map_while(Result::ok) {
+                let line = String::from_utf8_lossy(&line).replace('\r', "");
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                if tx2.send(format!("qemu: {line}")).is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(Vm { child, lines: rx })
+    }
+
+    /// Next console line, `Ok(None)` at EOF, `Err(())` when the deadline passed.
+    fn next_line(&self, deadline: Instant) -> Result<Option<String>, ()> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match self.lines.recv_timeout(left) {
+            Ok(l) => Ok(Some(l)),
+            Err(RecvTimeoutError::Disconnected) => Ok(None),
+            Err(RecvTimeoutError::Timeout) => Err(()),
+        }
+    }
+}
+
+impl Drop for Vm {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The verdict on one scenario in one cell.
+#[derive(Debug)]
+pub struct ScenarioResult {
+    pub name: String,
+    pub passed: bool,
+    pub detail: String,
+    /// What the scenario printed, for the report of a failure.
+    pub output: Vec<String>,
+}
+
+/// Boot one cell, run `scenarios` ("all" or a comma list), collect the verdicts.
+pub fn run_cell(
+    cfg: &VmConfig,
+    cell: &Cell,
+    scenarios: &str,
+    timeout: Duration,
+) -> io::Result<Vec<ScenarioResult>> {
+    std::fs::create_dir_all(&cfg.logs)?;
+    let log_path = cfg.logs.join(format!("{}.log", cell.name()));
+    let mut log = Vec::new();
+    let started = Instant::now();
+    let vm = Vm::boot(cfg, cell, &format!("lgtest={scenarios}"))?;
+    let deadline = started + timeout;
+    let mut results = Vec::new();
+    let mut current: Option<(String, Vec<String>)> = None;
+    let mut done = false;
+    let mut booted = false;
+    loop {
+        let line = match vm.next_line(deadline) {
+            Ok(Some(l)) => l,
+            Ok(None) => break,
+            Err(()) => {
+                log.push(format!("vmtest: cell timed out after {}s", timeout.as_secs()));
+                break;
+            }
+        };
+        log.push(line.clone());
+        if line.contains("@@ BOOTED") {
+            booted = true;
+            eprintln!("  [{}] booted in {:.1}s: {}", cell.name(), started.elapsed().as_secs_f64(),
+                line.split("@@ BOOTED").nth(1).unwrap_or("").trim());
+        }
+        if let Some(rest) = line.split("@@ BEGIN ").nth(1) {
+            current = Some((rest.trim().to_string(), Vec::new()));
+        } else if let Some(rest) = line.split("@@ RESULT ").nth(1) {
+            let mut parts = rest.trim().splitn(3, ' ');
+            let name = parts.next().unwrap_or("?").to_string();
+            let verdict = parts.next().unwrap_or("");
+            let detail = parts.next().unwrap_or("").to_string();
+            let output = current.take().map(|(_, o)| o).unwrap_or_default();
+            results.push(ScenarioResult {
+                name,
+                passed: verdict == "PASS",
+                detail,
+                output,
+            });
+        } else if line.contains("@@ DONE") {
+            done = true;
+        } else if let Some((_, out)) = current.as_mut() {
+            out.push(line);
+        }
+    }
+    drop(vm);
+    std::fs::write(&log_path, log.join("\n") + "\n")?;
+    if let Some((name, output)) = current {
+        results.push(ScenarioResult {
+            name,
+            passed: false,
+            detail: format!(
+                "VM stopped answering during this scenario (hang or crash; log {})",
+                log_path.display()
+            ),
+            output,
+        });
+    }
+    if !done {
+        let what = if booted { "did not finish" } else { "did not boot" };
+        results.push(ScenarioResult {
+            name: "(vm)".into(),
+            passed: false,
+            detail: format!("VM {what} (see {})", log_path.display()),
+            output: log.iter().rev().take(30).rev().cloned().collect(),
+        });
+    }
+    Ok(results)
+}
+
+/// `make run`: boot the demo and show the console as it comes.
+pub fn run_demo(cfg: &VmConfig, cell: &Cell) -> io::Result<bool> {
+    eprintln!(
+        "lguest: booting the test VM (qemu -cpu {} -smp {}, TCG); lg.ko and lguest inside",
+        cell.cpu, cell.smp
+    );
+    let vm = Vm::boot(cfg, cell, "lgmode=run quiet")?;
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let mut done = false;
+    while let Ok(Some(line)) = vm.next_line(deadline) {
+        if line.contains("@@ DONE") {
+            done = true;
+            break;
+        }
+        if !line.contains("@@ ") {
+            println!("{line}");
+        }
+    }
+    Ok(done)
+}
