@@ -18,7 +18,10 @@ static OPS: AtomicPtr<LgKernelOps> = AtomicPtr::new(core::ptr::null_mut());
 
 /// Install the shim's service table (module load, before anything else runs).
 pub fn set_ops(ops: &'static LgKernelOps) {
-    OPS.store(ops as *const LgKernelOps as *mut LgKernelOps, Ordering::Release);
+    OPS.store(
+        ops as *const LgKernelOps as *mut LgKernelOps,
+        Ordering::Release,
+    );
 }
 
 fn ops() -> Option<&'static LgKernelOps> {

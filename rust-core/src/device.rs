@@ -103,7 +103,9 @@ impl Device {
         let req = Request::parse(bytes)?;
         let len = bytes.len() as u64;
         if let Request::Initialize(args) = req {
-            return self.initialize(&args, caller, host).map(|_| WriteOutcome::Return(len));
+            return self
+                .initialize(&args, caller, host)
+                .map(|_| WriteOutcome::Return(len));
         }
         if !self.is_ready() {
             return Err(Errno::EINVAL);
@@ -178,7 +180,15 @@ mod tests {
     }
 
     fn init_words() -> Vec<u8> {
-        w(&[0, abi::VERSION, 0x7f00_0000_0000, 256, 0xffff_ffff_8000_0000, 0x1000, 0x2000])
+        w(&[
+            0,
+            abi::VERSION,
+            0x7f00_0000_0000,
+            256,
+            0xffff_ffff_8000_0000,
+            0x1000,
+            0x2000,
+        ])
     }
 
     #[test]
@@ -187,7 +197,10 @@ mod tests {
         assert_eq!(d.read(7), Err(Errno::EINVAL));
         assert_eq!(d.write(&w(&[2, 3]), 7, &HOST), Err(Errno::EINVAL));
         assert_eq!(d.write(&w(&[3, 1]), 7, &HOST), Err(Errno::EINVAL));
-        assert_eq!(d.write(&init_words(), 7, &HOST), Ok(WriteOutcome::Return(56)));
+        assert_eq!(
+            d.write(&init_words(), 7, &HOST),
+            Ok(WriteOutcome::Return(56))
+        );
         assert_eq!(d.write(&init_words(), 7, &HOST), Err(Errno::EBUSY));
         assert_eq!(d.write(&init_words(), 8, &HOST), Err(Errno::EBUSY));
         assert_eq!(d.read(8), Err(Errno::EPERM));
@@ -196,9 +209,15 @@ mod tests {
         assert_eq!(d.write(&w(&[2, 3]), 7, &HOST), Ok(WriteOutcome::Return(16)));
         assert_eq!(d.pending_irqs(), 8);
         assert_eq!(d.write(&w(&[1, 0]), 7, &HOST), Err(Errno::ENOENT));
-        assert_eq!(d.write(&w(&[3, 1]), 8, &HOST), Ok(WriteOutcome::WaitForBreakOff));
+        assert_eq!(
+            d.write(&w(&[3, 1]), 8, &HOST),
+            Ok(WriteOutcome::WaitForBreakOff)
+        );
         assert!(d.break_requested());
-        assert_eq!(d.write(&w(&[3, 0]), 7, &HOST), Ok(WriteOutcome::WakeBreakWaiters));
+        assert_eq!(
+            d.write(&w(&[3, 0]), 7, &HOST),
+            Ok(WriteOutcome::WakeBreakWaiters)
+        );
         assert!(!d.break_requested());
     }
 
@@ -209,7 +228,10 @@ mod tests {
         bad[8] = 99; // ABI version
         assert_eq!(d.write(&bad, 7, &HOST), Err(Errno::EPROTO));
         assert!(!d.is_ready());
-        assert_eq!(d.write(&init_words(), 9, &HOST), Ok(WriteOutcome::Return(56)));
+        assert_eq!(
+            d.write(&init_words(), 9, &HOST),
+            Ok(WriteOutcome::Return(56))
+        );
         assert_eq!(d.read(9), Err(Errno::ENOSYS));
     }
 

@@ -66,7 +66,8 @@ mod tests {
     fn truncates_at_char_boundary() {
         let mut raw = [0u8; 5];
         let mut b = FixedBuf::new(&mut raw);
-        write!(b, "ab{}", "é€x").unwrap();
+        let tail = "é€x";
+        write!(b, "ab{tail}").unwrap();
         assert_eq!(b.as_bytes(), "abé".as_bytes());
         write!(b, "more").unwrap();
         assert_eq!(b.len(), 4);

@@ -56,7 +56,7 @@ impl Request {
     /// Decode one write. Refuses (`EINVAL`) short, long, ragged and unknown writes, and
     /// arguments that are wrong in themselves (an irq past 31, a BREAK that is neither 0 nor 1).
     pub fn parse(bytes: &[u8]) -> Result<Request, Errno> {
-        if bytes.len() > abi::MAX_WRITE || bytes.len() % 8 != 0 {
+        if bytes.len() > abi::MAX_WRITE || !bytes.len().is_multiple_of(8) {
             return Err(Errno::EINVAL);
         }
         let mut words = [0u64; abi::MAX_WRITE / 8];
@@ -66,7 +66,10 @@ impl Request {
             *w = u64::from_le_bytes(b);
         }
         let n = bytes.len() / 8;
-        let (&req, args) = words.get(..n).and_then(|w| w.split_first()).ok_or(Errno::EINVAL)?;
+        let (&req, args) = words
+            .get(..n)
+            .and_then(|w| w.split_first())
+            .ok_or(Errno::EINVAL)?;
         if Self::nr_args(req) != Some(args.len()) {
             return Err(Errno::EINVAL);
         }
@@ -154,12 +157,32 @@ mod tests {
     #[test]
     fn parses_every_request() {
         let i = good_init();
-        let w = [0, i.abi_version, i.mem_base, i.pfn_limit, i.entry, i.cr3, i.boot_params];
+        let w = [
+            0,
+            i.abi_version,
+            i.mem_base,
+            i.pfn_limit,
+            i.entry,
+            i.cr3,
+            i.boot_params,
+        ];
         assert_eq!(Request::parse(&bytes(&w)), Ok(Request::Initialize(i)));
-        assert_eq!(Request::parse(&bytes(&[1, 0x1000])), Ok(Request::GetDma { key: 0x1000 }));
-        assert_eq!(Request::parse(&bytes(&[2, 31])), Ok(Request::Irq { irq: 31 }));
-        assert_eq!(Request::parse(&bytes(&[3, 1])), Ok(Request::Break { on: true }));
-        assert_eq!(Request::parse(&bytes(&[3, 0])), Ok(Request::Break { on: false }));
+        assert_eq!(
+            Request::parse(&bytes(&[1, 0x1000])),
+            Ok(Request::GetDma { key: 0x1000 })
+        );
+        assert_eq!(
+            Request::parse(&bytes(&[2, 31])),
+            Ok(Request::Irq { irq: 31 })
+        );
+        assert_eq!(
+            Request::parse(&bytes(&[3, 1])),
+            Ok(Request::Break { on: true })
+        );
+        assert_eq!(
+            Request::parse(&bytes(&[3, 0])),
+            Ok(Request::Break { on: false })
+        );
     }
 
     #[test]
@@ -187,13 +210,14 @@ mod tests {
     #[test]
     fn init_validation() {
         assert_eq!(good_init().validate(&HOST), Ok(()));
-        let cases: &[(fn(&mut InitArgs), Errno)] = &[
+        type Case = (fn(&mut InitArgs), Errno);
+        let cases: &[Case] = &[
             (|i| i.abi_version = 0, Errno::EPROTO),
             (|i| i.abi_version = 2, Errno::EPROTO),
             (|i| i.mem_base = 0, Errno::EINVAL),
             (|i| i.mem_base += 1, Errno::EINVAL),
             (|i| i.mem_base = 0x7fff_ffff_f000, Errno::EINVAL),
-            (|i| i.mem_base = u64::MAX & !0xfff, Errno::EINVAL),
+            (|i| i.mem_base = !0xfff, Errno::EINVAL),
             (|i| i.pfn_limit = 0, Errno::EINVAL),
             (|i| i.pfn_limit = abi::MAX_GUEST_PAGES + 1, Errno::EINVAL),
             (|i| i.cr3 = 16384 << 12, Errno::EINVAL),

@@ -76,7 +76,10 @@ mod tests {
         assert_eq!(total_pages(u64::MAX), None);
         assert_eq!(cpu_page_index(0, REGS_PAGE), 2);
         assert_eq!(cpu_page_index(1, HOST_PAGE), 11);
-        assert_eq!(cpu_page_va(0x1000_0000, 1, IDT_PAGE), 0x1000_0000 + 9 * 4096);
+        assert_eq!(
+            cpu_page_va(0x1000_0000, 1, IDT_PAGE),
+            0x1000_0000 + 9 * 4096
+        );
     }
 
     #[test]
@@ -89,8 +92,14 @@ mod tests {
         // Straddles a 512 GiB boundary.
         assert_eq!(reserved_range(0xffff_c97f_ffff_f000, 2 * 4096, false), None);
         // 5-level host: vmalloc lives in PML5 slots a 4-level guest cannot reach.
-        assert_eq!(reserved_range(0xffa0_0000_0000_0000, 4096, true), Some((0, 0)));
-        assert_eq!(reserved_range(0xff11_0000_0000_0000, 4096, true), Some((0, 0)));
+        assert_eq!(
+            reserved_range(0xffa0_0000_0000_0000, 4096, true),
+            Some((0, 0))
+        );
+        assert_eq!(
+            reserved_range(0xff11_0000_0000_0000, 4096, true),
+            Some((0, 0))
+        );
         assert_eq!(reserved_range(0xffff_c900_0000_0000, 4096, true), None);
         assert_eq!(reserved_range(0x1000, 0, false), None);
     }

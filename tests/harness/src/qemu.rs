@@ -107,8 +107,14 @@ impl Vm {
             .spawn()
             .map_err(|e| io::Error::other(format!("cannot start qemu-system-x86_64: {e}")))?;
         let (tx, rx) = mpsc::channel();
-        let out = child.stdout.take().ok_or_else(|| io::Error::other("no stdout"))?;
-        let err = child.stderr.take().ok_or_else(|| io::Error::other("no stderr"))?;
+        let out = child
+            .stdout
+            .take()
+            .ok_or_else(|| io::Error::other("no stdout"))?;
+        let err = child
+            .stderr
+            .take()
+            .ok_or_else(|| io::Error::other("no stderr"))?;
         let tx2 = tx.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(out).split(b'\n').map_while(Result::ok) {
@@ -178,15 +184,22 @@ pub fn run_cell(
             Ok(Some(l)) => l,
             Ok(None) => break,
             Err(()) => {
-                log.push(format!("vmtest: cell timed out after {}s", timeout.as_secs()));
+                log.push(format!(
+                    "vmtest: cell timed out after {}s",
+                    timeout.as_secs()
+                ));
                 break;
             }
         };
         log.push(line.clone());
         if line.contains("@@ BOOTED") {
             booted = true;
-            eprintln!("  [{}] booted in {:.1}s: {}", cell.name(), started.elapsed().as_secs_f64(),
-                line.split("@@ BOOTED").nth(1).unwrap_or("").trim());
+            eprintln!(
+                "  [{}] booted in {:.1}s: {}",
+                cell.name(),
+                started.elapsed().as_secs_f64(),
+                line.split("@@ BOOTED").nth(1).unwrap_or("").trim()
+            );
         }
         if let Some(rest) = line.split("@@ BEGIN ").nth(1) {
             current = Some((rest.trim().to_string(), Vec::new()));
@@ -222,7 +235,11 @@ pub fn run_cell(
         });
     }
     if !done {
-        let what = if booted { "did not finish" } else { "did not boot" };
+        let what = if booted {
+            "did not finish"
+        } else {
+            "did not boot"
+        };
         results.push(ScenarioResult {
             name: "(vm)".into(),
             passed: false,

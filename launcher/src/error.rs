@@ -1,0 +1,534 @@
+//! Every way the launcher can fail, each with the one line it prints and its exit code.
+//!
+//! `main` prints `lguest: {error}`; nothing in here may produce more than one line, so every piece
+//! of user input shown in a message goes through [`Quoted`], which escapes control characters.
+
+use std::ffi::OsStr;
+use std::fmt;
+use std::io;
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+
+use crate::cli::{human_size, MAX_MEM_BYTES, MIN_MEM_BYTES};
+use lg_core::abi::PAGE_SIZE;
+
+/// Exit code for a bad command line (the conventional one for usage errors).
+pub const EXIT_USAGE: u8 = 2;
+/// Exit code for everything else: missing files, no `/dev/lguest`, a guest we cannot run.
+pub const EXIT_FAILURE: u8 = 1;
+
+/// What a file named on the command line is for, as messages call it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    Kernel,
+    Initrd,
+    Block,
+    ShareNet,
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Role::Kernel => "kernel",
+            Role::Initrd => "initrd",
+            Role::Block => "block file",
+            Role::ShareNet => "sharenet file",
+        })
+    }
+}
+
+/// Why a MEM argument was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MemSizeProblem {
+    /// Not digits followed by an optional k/m/g.
+    Syntax,
+    /// Below [`crate::cli::MIN_MEM_BYTES`] (includes 0).
+    TooSmall,
+    /// Above the ABI's limit, or too big to even represent.
+    TooLarge,
+    /// Not a whole number of guest pages.
+    NotPageMultiple,
+}
+
+/// Why a `--tunnet=bridge:NAME` name is not a valid Linux interface name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BridgeNameProblem {
+    Empty,
+    TooLong,
+    DotName,
+    BadChar(char),
+}
+
+#[derive(Debug)]
+pub enum Error {
+    // ---- usage errors (exit 2): the command line itself is wrong ----
+    UnknownOption {
+        option: String,
+        suggestion: Option<String>,
+    },
+    MissingValue {
+        option: String,
+        value_name: String,
+    },
+    MissingMemAndKernel,
+    MissingKernel,
+    /// Something option-like where KERNEL should be: options were put after MEM.
+    OptionAfterMem {
+        arg: String,
+    },
+    NotUtf8,
+    BadMemSize {
+        arg: String,
+        problem: MemSizeProblem,
+    },
+    BadTunnet {
+        arg: String,
+    },
+    BadTunnetIp {
+        ip: Ipv4Addr,
+        why: &'static str,
+    },
+    BadBridgeName {
+        name: String,
+        problem: BridgeNameProblem,
+    },
+    DuplicateTunnet {
+        first: String,
+        second: String,
+    },
+    DuplicateInitrd {
+        first: PathBuf,
+        second: PathBuf,
+    },
+    /// A clap error we have no dedicated variant for: its first line, already without "error: ".
+    Usage(String),
+
+    // ---- runtime / environment errors (exit 1) ----
+    CannotOpen {
+        role: Role,
+        path: PathBuf,
+        err: io::Error,
+    },
+    NotRegularFile {
+        role: Role,
+        path: PathBuf,
+    },
+    NotFileOrBlockDevice {
+        role: Role,
+        path: PathBuf,
+    },
+    NotWritable {
+        role: Role,
+        path: PathBuf,
+        err: io::Error,
+    },
+    /// The directory a sharenet file would be created in is missing or unusable.
+    NoParentDir {
+        path: PathBuf,
+        dir: PathBuf,
+        err: io::Error,
+    },
+    ParentNotDir {
+        path: PathBuf,
+        dir: PathBuf,
+    },
+    DeviceMissing,
+    /// The node exists but no driver answers it (a stale node, module unloaded).
+    DeviceNoDriver(io::Error),
+    DevicePermission,
+    DeviceOpen(io::Error),
+    /// Writing --help or --version to stdout failed (e.g. a closed pipe).
+    Stdout(io::Error),
+    /// Placeholder of `run_guest` until the ELF loader and run loop exist.
+    NotImplemented {
+        kernel: PathBuf,
+    },
+}
+
+impl Error {
+    pub fn exit_code(&self) -> u8 {
+        use Error::*;
+        match self {
+            UnknownOption { .. }
+            | MissingValue { .. }
+            | MissingMemAndKernel
+            | MissingKernel
+            | OptionAfterMem { .. }
+            | NotUtf8
+            | BadMemSize { .. }
+            | BadTunnet { .. }
+            | BadTunnetIp { .. }
+            | BadBridgeName { .. }
+            | DuplicateTunnet { .. }
+            | DuplicateInitrd { .. }
+            | Usage(_) => EXIT_USAGE,
+            CannotOpen { .. }
+            | NotRegularFile { .. }
+            | NotFileOrBlockDevice { .. }
+            | NotWritable { .. }
+            | NoParentDir { .. }
+            | ParentNotDir { .. }
+            | DeviceMissing
+            | DeviceNoDriver(_)
+            | DevicePermission
+            | DeviceOpen(_)
+            | Stdout(_)
+            | NotImplemented { .. } => EXIT_FAILURE,
+        }
+    }
+}
+
+const TRY_HELP: &str = "try 'lguest --help'";
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use Error::*;
+        match self {
+            UnknownOption {
+                option,
+                suggestion: Some(s),
+            } => write!(
+                f,
+                "unknown option {} (did you mean {}? {TRY_HELP})",
+                q(option),
+                q(s)
+            ),
+            UnknownOption {
+                option,
+                suggestion: None,
+            } => write!(f, "unknown option {} ({TRY_HELP})", q(option)),
+            MissingValue { option, value_name } => write!(
+                f,
+                "option {} needs a value: {}={} ({TRY_HELP})",
+                q(option),
+                Quoted::bare(OsStr::new(option)),
+                Quoted::bare(OsStr::new(value_name))
+            ),
+            MissingMemAndKernel => write!(f, "missing MEM and KERNEL arguments ({TRY_HELP})"),
+            MissingKernel => write!(f, "missing KERNEL argument ({TRY_HELP})"),
+            OptionAfterMem { arg } => write!(
+                f,
+                "{} found where KERNEL was expected: after MEM write options as --name=value \
+                 (lguest [OPTIONS] MEM KERNEL [KERNEL-ARGS...])",
+                q(arg)
+            ),
+            NotUtf8 => write!(f, "an argument is not valid UTF-8 ({TRY_HELP})"),
+            BadMemSize { arg, problem } => {
+                write!(f, "bad memory size {}: ", q(arg))?;
+                match problem {
+                    MemSizeProblem::Syntax => f.write_str(
+                        "expected a number of bytes with an optional k, m or g suffix, e.g. 64m",
+                    ),
+                    MemSizeProblem::TooSmall => write!(
+                        f,
+                        "too small: a guest needs at least {}",
+                        human_size(MIN_MEM_BYTES)
+                    ),
+                    MemSizeProblem::TooLarge => write!(
+                        f,
+                        "too large: at most {} is supported",
+                        human_size(MAX_MEM_BYTES)
+                    ),
+                    MemSizeProblem::NotPageMultiple => {
+                        write!(f, "not a whole number of {} pages", human_size(PAGE_SIZE))
+                    }
+                }
+            }
+            BadTunnet { arg } => write!(
+                f,
+                "bad --tunnet {}: expected an IPv4 address (e.g. 192.168.19.1) or bridge:NAME",
+                q(arg)
+            ),
+            BadTunnetIp { ip, why } => {
+                write!(f, "bad --tunnet address {ip}: {why}")
+            }
+            BadBridgeName { name, problem } => {
+                write!(f, "bad bridge name {}: ", q(name))?;
+                match problem {
+                    BridgeNameProblem::Empty => f.write_str("it is empty"),
+                    BridgeNameProblem::TooLong => {
+                        f.write_str("interface names are at most 15 bytes")
+                    }
+                    BridgeNameProblem::DotName => f.write_str("'.' and '..' are not allowed"),
+                    BridgeNameProblem::BadChar(c) => {
+                        write!(
+                            f,
+                            "'{}' is not allowed in an interface name",
+                            c.escape_debug()
+                        )
+                    }
+                }
+            }
+            DuplicateTunnet { first, second } => write!(
+                f,
+                "--tunnet given twice ({} and {}): a guest has at most one tunnet device",
+                q(first),
+                q(second)
+            ),
+            DuplicateInitrd { first, second } => write!(
+                f,
+                "--initrd given twice ({} and {}): a guest has at most one initrd",
+                qp(first),
+                qp(second)
+            ),
+            Usage(msg) => write!(f, "{} ({TRY_HELP})", Quoted::bare(OsStr::new(msg))),
+            CannotOpen { role, path, err } => {
+                write!(f, "cannot open {role} {}: {}", qp(path), os_msg(err))
+            }
+            NotRegularFile { role, path } => {
+                write!(f, "{role} {} is not a regular file", qp(path))
+            }
+            NotFileOrBlockDevice { role, path } => write!(
+                f,
+                "{role} {} is not a regular file or block device",
+                qp(path)
+            ),
+            NotWritable { role, path, err } => {
+                write!(f, "{role} {} is not writable: {}", qp(path), os_msg(err))
+            }
+            NoParentDir { path, dir, err } => write!(
+                f,
+                "cannot create sharenet file {}: directory {}: {}",
+                qp(path),
+                qp(dir),
+                os_msg(err)
+            ),
+            ParentNotDir { path, dir } => write!(
+                f,
+                "cannot create sharenet file {}: {} is not a directory",
+                qp(path),
+                qp(dir)
+            ),
+            DeviceMissing => {
+                f.write_str("/dev/lguest does not exist: is lg.ko loaded? run: sudo modprobe lg")
+            }
+            DeviceNoDriver(err) => write!(
+                f,
+                "cannot open /dev/lguest: {}: is lg.ko loaded? run: sudo modprobe lg",
+                os_msg(err)
+            ),
+            DevicePermission => f.write_str(
+                "cannot open /dev/lguest: permission denied (it is root-only; run lguest as root)",
+            ),
+            DeviceOpen(err) => write!(f, "cannot open /dev/lguest: {}", os_msg(err)),
+            Stdout(err) => write!(f, "cannot write to stdout: {}", os_msg(err)),
+            NotImplemented { kernel } => write!(
+                f,
+                "cannot run {} yet: this launcher does not load or run guests yet (next milestone)",
+                qp(kernel)
+            ),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// The OS's description of an error without std's " (os error N)" suffix, which the messages do
+/// not need and the original lguest did not print.
+pub fn os_msg(err: &io::Error) -> String {
+    let text = err.to_string();
+    match (err.raw_os_error(), text.rfind(" (os error ")) {
+        (Some(_), Some(at)) => text[..at].to_owned(),
+        _ => text,
+    }
+}
+
+/// User-supplied text for a one-line message: `'...'` with control characters (newlines above all)
+/// escaped and invalid UTF-8 replaced, so a hostile file name cannot forge extra output lines.
+pub struct Quoted<'a> {
+    text: &'a OsStr,
+    quotes: bool,
+}
+
+impl<'a> Quoted<'a> {
+    pub fn new(text: &'a OsStr) -> Self {
+        Quoted { text, quotes: true }
+    }
+
+    /// Escaped but without the surrounding quotes.
+    pub fn bare(text: &'a OsStr) -> Self {
+        Quoted {
+            text,
+            quotes: false,
+        }
+    }
+}
+
+impl fmt::Display for Quoted<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.quotes {
+            f.write_str("'")?;
+        }
+        for c in self.text.to_string_lossy().chars() {
+            if c.is_control() {
+                write!(f, "{}", c.escape_default())?;
+            } else {
+                fmt::Write::write_char(f, c)?;
+            }
+        }
+        if self.quotes {
+            f.write_str("'")?;
+        }
+        Ok(())
+    }
+}
+
+fn q(s: &str) -> Quoted<'_> {
+    Quoted::new(OsStr::new(s))
+}
+
+fn qp(p: &std::path::Path) -> Quoted<'_> {
+    Quoted::new(p.as_os_str())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn os_msg_drops_the_errno_suffix() {
+        let err = io::Error::from_raw_os_error(2);
+        assert_eq!(os_msg(&err), "No such file or directory");
+        let custom = io::Error::other("plain");
+        assert_eq!(os_msg(&custom), "plain");
+    }
+
+    #[test]
+    fn quoted_escapes_control_characters() {
+        let shown = Quoted::new(OsStr::new("a\nb\tc'd")).to_string();
+        assert_eq!(shown, "'a\\nb\\tc'd'");
+        assert!(!shown.contains('\n'));
+    }
+
+    #[test]
+    fn every_message_is_one_line() {
+        let nasty = PathBuf::from("evil\nlguest: forged");
+        let errors = [
+            Error::UnknownOption {
+                option: "--x\ny".into(),
+                suggestion: Some("--block".into()),
+            },
+            Error::MissingValue {
+                option: "--block".into(),
+                value_name: "FILE".into(),
+            },
+            Error::MissingMemAndKernel,
+            Error::MissingKernel,
+            Error::OptionAfterMem { arg: "-v\n".into() },
+            Error::NotUtf8,
+            Error::BadMemSize {
+                arg: "1\n".into(),
+                problem: MemSizeProblem::Syntax,
+            },
+            Error::BadTunnet { arg: "\n".into() },
+            Error::BadBridgeName {
+                name: "a\nb".into(),
+                problem: BridgeNameProblem::BadChar('\n'),
+            },
+            Error::DuplicateTunnet {
+                first: "a".into(),
+                second: "b\n".into(),
+            },
+            Error::DuplicateInitrd {
+                first: nasty.clone(),
+                second: nasty.clone(),
+            },
+            Error::Usage("bad\nthing".into()),
+            Error::CannotOpen {
+                role: Role::Kernel,
+                path: nasty.clone(),
+                err: io::Error::from_raw_os_error(2),
+            },
+            Error::NotRegularFile {
+                role: Role::Initrd,
+                path: nasty.clone(),
+            },
+            Error::NotWritable {
+                role: Role::Block,
+                path: nasty.clone(),
+                err: io::Error::from_raw_os_error(13),
+            },
+            Error::NoParentDir {
+                path: nasty.clone(),
+                dir: nasty.clone(),
+                err: io::Error::from_raw_os_error(2),
+            },
+            Error::DeviceMissing,
+            Error::DevicePermission,
+            Error::NotImplemented { kernel: nasty },
+        ];
+        for e in &errors {
+            let line = e.to_string();
+            assert!(!line.contains('\n'), "{line:?}");
+            assert!(!line.is_empty());
+        }
+    }
+
+    #[test]
+    fn exit_codes_split_usage_from_environment() {
+        assert_eq!(Error::MissingKernel.exit_code(), EXIT_USAGE);
+        assert_eq!(
+            Error::BadMemSize {
+                arg: "x".into(),
+                problem: MemSizeProblem::Syntax
+            }
+            .exit_code(),
+            EXIT_USAGE
+        );
+        assert_eq!(Error::DeviceMissing.exit_code(), EXIT_FAILURE);
+        assert_eq!(
+            Error::NotImplemented { kernel: "k".into() }.exit_code(),
+            EXIT_FAILURE
+        );
+    }
+
+    #[test]
+    fn messages_match_the_documented_wording() {
+        let e = Error::BadMemSize {
+            arg: "64x".into(),
+            problem: MemSizeProblem::Syntax,
+        };
+        assert_eq!(
+            e.to_string(),
+            "bad memory size '64x': expected a number of bytes with an optional k, m or g suffix, e.g. 64m"
+        );
+        let e = Error::CannotOpen {
+            role: Role::Kernel,
+            path: "vmlinux".into(),
+            err: io::Error::from_raw_os_error(2),
+        };
+        assert_eq!(
+            e.to_string(),
+            "cannot open kernel 'vmlinux': No such file or directory"
+        );
+        let e = Error::NotWritable {
+            role: Role::Block,
+            path: "root.img".into(),
+            err: io::Error::from_raw_os_error(13),
+        };
+        assert_eq!(
+            e.to_string(),
+            "block file 'root.img' is not writable: Permission denied"
+        );
+        assert_eq!(
+            Error::DeviceMissing.to_string(),
+            "/dev/lguest does not exist: is lg.ko loaded? run: sudo modprobe lg"
+        );
+        assert_eq!(
+            Error::DevicePermission.to_string(),
+            "cannot open /dev/lguest: permission denied (it is root-only; run lguest as root)"
+        );
+        assert_eq!(
+            Error::UnknownOption {
+                option: "--foo".into(),
+                suggestion: None
+            }
+            .to_string(),
+            "unknown option '--foo' (try 'lguest --help')"
+        );
+        assert_eq!(
+            Error::MissingMemAndKernel.to_string(),
+            "missing MEM and KERNEL arguments (try 'lguest --help')"
+        );
+    }
+}
