@@ -173,6 +173,8 @@ fail:
 struct lg_file {
 	wait_queue_head_t break_wq;
 	LgDevice *dev;
+	/* The task that initialized the guest, referenced so its address stays unique. */
+	struct task_struct *owner;
 };
 
 static int lg_open(struct inode *inode, struct file *file)
@@ -197,6 +199,8 @@ static int lg_release(struct inode *inode, struct file *file)
 	struct lg_file *f = file->private_data;
 
 	lg_rust_device_drop(f->dev);
+	if (f->owner)
+		put_task_struct(f->owner);
 	kfree(f->dev);
 	kfree(f);
 	return 0;
@@ -205,7 +209,7 @@ static int lg_release(struct inode *inode, struct file *file)
 static ssize_t lg_write(struct file *file, const char __user *ubuf, size_t len, loff_t *off)
 {
 	struct lg_file *f = file->private_data;
-	u8 buf[64];
+	u8 buf[LG_MAX_WRITE];
 	u64 val = 0;
 	s64 r;
 
@@ -225,6 +229,10 @@ static ssize_t lg_write(struct file *file, const char __user *ubuf, size_t len, 
 		return len;
 	case LG_WRITE_ACTION_WAKE_BREAK:
 		wake_up_all(&f->break_wq);
+		return len;
+	case LG_WRITE_ACTION_INITIALIZED:
+		/* Only one write can ever succeed in initializing, so this runs once per file. */
+		f->owner = get_task_struct(current);
 		return len;
 	default:
 		return r < 0 ? (ssize_t)r : -EIO;

@@ -29,6 +29,11 @@ pub struct LgSwitcherLayout {
     pub text_pages: u64,
 }
 
+/// The longest write the shim copies in; longer writes are refused before user memory is read.
+pub const LG_MAX_WRITE: usize = 56;
+// cbindgen can only copy literals, so the value is repeated here and checked against the ABI.
+const _: () = assert!(LG_MAX_WRITE == lg_core::abi::MAX_WRITE);
+
 /// What `lg_rust_write` asks the C shim to do next (non-negative results), or `-errno`.
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -39,6 +44,10 @@ pub enum LgWriteAction {
     WaitBreakOff = 1,
     /// Wake the waiters of the break; return the length.
     WakeBreak = 2,
+    /// The write initialized the guest: the calling task is now its owner, and the shim takes a
+    /// reference on it (so its address can never be reused by another task while we use it as
+    /// the owner's identity); return the length.
+    Initialized = 3,
 }
 
 /// Opaque per-file state, allocated by C with the size and alignment Rust reports (C only ever

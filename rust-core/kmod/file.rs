@@ -69,6 +69,7 @@ pub unsafe extern "C" fn lg_rust_write(
         }
         Ok(WriteOutcome::WaitForBreakOff) => LgWriteAction::WaitBreakOff as i64,
         Ok(WriteOutcome::WakeBreakWaiters) => LgWriteAction::WakeBreak as i64,
+        Ok(WriteOutcome::Initialized) => LgWriteAction::Initialized as i64,
         Err(e) => -i64::from(e.0),
     }
 }

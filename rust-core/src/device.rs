@@ -26,6 +26,8 @@ pub enum WriteOutcome {
     WaitForBreakOff,
     /// `BREAK 0`: wake whoever waits for the break to end; `write()` returns the byte count.
     WakeBreakWaiters,
+    /// `INITIALIZE` succeeded: the caller is now the owner; `write()` returns the byte count.
+    Initialized,
 }
 
 /// One open `/dev/lguest`.
