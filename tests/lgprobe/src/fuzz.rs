@@ -406,7 +406,9 @@ mod tests {
         match d.write(b, caller, &HOST) {
             Ok(WriteOutcome::Return(n)) => Effect::Ret(n),
             Ok(WriteOutcome::WaitForBreakOff) => Effect::Block,
-            Ok(WriteOutcome::WakeBreakWaiters) => Effect::Ret(b.len() as u64),
+            Ok(WriteOutcome::WakeBreakWaiters | WriteOutcome::Initialized) => {
+                Effect::Ret(b.len() as u64)
+            }
             Err(e) => Effect::Fail(e),
         }
     }
