@@ -14,9 +14,10 @@ DEPS_STAMP := $(ROOT)/target/.deps-stamp
 
 export KVER KDIR
 
-.PHONY: all module rust-obj userspace deps test lint unit gates vmtest run clean FORCE
 
-all: module userspace
+.PHONY: all module rust-obj userspace guests deps test lint unit gates vmtest run clean FORCE
+
+all: module userspace guests
 
 $(DEPS_STAMP): tests/deps.sh rust-toolchain.toml
 	tests/deps.sh
@@ -39,10 +40,14 @@ userspace: $(DEPS_STAMP)
 	RUSTFLAGS="-C target-feature=+crt-static" cargo build --quiet --release \
 		--target $(HOST_TARGET) -p launcher -p lgprobe
 
+# The guest kernels the project ships (guests/build.sh): target/guests/<name>.
+guests: $(DEPS_STAMP)
+	guests/build.sh
+
 test: $(DEPS_STAMP)
 	tests/run-all.sh
 
-run: module userspace
+run: module userspace guests
 	cargo run --quiet --release -p harness -- run
 
 clean:

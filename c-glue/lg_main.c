@@ -1,9 +1,9 @@
 // SPDX-License-Identifier: GPL-2.0-only
 /*
- * lg.ko, the C side: the module's entry and exit, the /dev/lguest misc device, and the kernel
- * services the Rust half borrows. Everything that decides anything lives in Rust (rust-core/);
- * this file only translates between the kernel's world and Rust's. The boundary is declared once,
- * in generated/lg_rust.h, which build.rs writes from the Rust definitions.
+ * lg.ko, the C side: the module's entry and exit and the /dev/lguest misc device. Everything that
+ * decides anything lives in Rust (rust-core/); the C shim only translates between the kernel's
+ * world and Rust's (this file: the device; lg_services.c: the services Rust borrows). The boundary
+ * is declared once, in generated/lg_rust.h, which build.rs writes from the Rust definitions.
  *
  * Load order: refuse hosts we cannot serve -> tell Rust about the host -> allocate and vmap the
  * switcher pages for every possible CPU -> register /dev/lguest. Unload is the reverse.
@@ -15,18 +15,18 @@
 #include <linux/miscdevice.h>
 #include <linux/mm.h>
 #include <linux/module.h>
-#include <linux/sched.h>
+#include <linux/sched/task.h>
 #include <linux/slab.h>
 #include <linux/uaccess.h>
 #include <linux/vmalloc.h>
-#include <linux/wait.h>
 #include <asm/cpufeature.h>
 #include <asm/hypervisor.h>
 #include <asm/mem_encrypt.h>
 #include <asm/pgtable.h>
 #include <asm/tlbflush.h>
+#include <asm/tsc.h>
 
-#include "generated/lg_rust.h"
+#include "lg.h"
 
 /*
  * Test hook: pretend to be a host we must refuse, so the refusal path can be tested in a QEMU VM
@@ -35,27 +35,6 @@
 static char *simulate_host = "";
 module_param(simulate_host, charp, 0400);
 MODULE_PARM_DESC(simulate_host, "testing only: act as if the host were xenpv, sme or tdx");
-
-static void lg_log(uint32_t level, const uint8_t *msg, size_t len)
-{
-	int n = (int)min_t(size_t, len, 1024);
-
-	switch (level) {
-	case 0 ... 3:
-		pr_err("%.*s\n", n, msg);
-		break;
-	case 4:
-		pr_warn("%.*s\n", n, msg);
-		break;
-	default:
-		pr_info("%.*s\n", n, msg);
-		break;
-	}
-}
-
-static const LgKernelOps lg_ops = {
-	.log = lg_log,
-};
 
 /*
  * A ring-1 world switch needs a host that really runs at ring 0 with plain page tables. Under Xen
@@ -97,6 +76,8 @@ static void lg_free_switcher(void)
 {
 	unsigned long i;
 
+	/* First the per-CPU page tables that map the switcher into guests. */
+	lg_rust_switcher_unmapped();
 	if (sw_base)
 		vunmap(sw_base);
 	sw_base = NULL;
@@ -136,6 +117,9 @@ static int lg_protect_text(unsigned long text_pages)
 static int lg_map_switcher(void)
 {
 	LgSwitcherLayout layout;
+	const uint8_t *code;
+	size_t code_len;
+	uint64_t *pfns = NULL;
 	unsigned long i;
 	int err;
 
@@ -144,38 +128,44 @@ static int lg_map_switcher(void)
 		return err;
 	sw_nr_pages = layout.nr_pages;
 	sw_pages = kvcalloc(sw_nr_pages, sizeof(*sw_pages), GFP_KERNEL);
-	if (!sw_pages)
-		return -ENOMEM;
+	pfns = kvcalloc(sw_nr_pages, sizeof(*pfns), GFP_KERNEL);
+	if (!sw_pages || !pfns)
+		goto nomem;
 	for (i = 0; i < sw_nr_pages; i++) {
 		sw_pages[i] = alloc_page(GFP_KERNEL | __GFP_ZERO);
 		if (!sw_pages[i])
 			goto nomem;
+		pfns[i] = page_to_pfn(sw_pages[i]);
 	}
+	/* The code goes in through the pages' direct-map address, before they become read-only. */
+	lg_rust_switcher_code(&code, &code_len);
+	if (code_len > layout.text_pages * PAGE_SIZE) {
+		err = -E2BIG;
+		goto fail;
+	}
+	for (i = 0; i * PAGE_SIZE < code_len; i++)
+		memcpy(page_address(sw_pages[i]), code + i * PAGE_SIZE,
+		       min_t(size_t, PAGE_SIZE, code_len - i * PAGE_SIZE));
 	sw_base = vmap(sw_pages, sw_nr_pages, VM_MAP, PAGE_KERNEL);
 	if (!sw_base)
 		goto nomem;
 	err = lg_protect_text(layout.text_pages);
 	if (!err)
-		err = lg_rust_switcher_mapped((u64)(unsigned long)sw_base);
+		err = lg_rust_switcher_mapped((u64)(unsigned long)sw_base, pfns, sw_nr_pages);
 	if (err)
 		goto fail;
+	kvfree(pfns);
 	return 0;
 nomem:
 	err = -ENOMEM;
 	pr_err("cannot allocate %lu switcher pages\n", sw_nr_pages);
 fail:
+	kvfree(pfns);
 	lg_free_switcher();
 	return err;
 }
 
 /* ---- /dev/lguest ---- */
-
-struct lg_file {
-	wait_queue_head_t break_wq;
-	LgDevice *dev;
-	/* The task that initialized the guest, referenced so its address stays unique. */
-	struct task_struct *owner;
-};
 
 static int lg_open(struct inode *inode, struct file *file)
 {
@@ -183,13 +173,15 @@ static int lg_open(struct inode *inode, struct file *file)
 
 	if (!f)
 		return -ENOMEM;
-	f->dev = kmalloc(lg_rust_device_size(), GFP_KERNEL);
+	f->dev = kvmalloc(lg_rust_device_size(), GFP_KERNEL);
 	if (!f->dev) {
 		kfree(f);
 		return -ENOMEM;
 	}
 	lg_rust_device_init(f->dev);
 	init_waitqueue_head(&f->break_wq);
+	init_waitqueue_head(&f->irq_wq);
+	lg_file_init_timer(f);
 	file->private_data = f;
 	return 0;
 }
@@ -198,10 +190,14 @@ static int lg_release(struct inode *inode, struct file *file)
 {
 	struct lg_file *f = file->private_data;
 
-	lg_rust_device_drop(f->dev);
+	/* Unpins every guest page and frees the shadow tables; touches no user memory. */
+	lg_rust_device_drop(f->dev, f);
+	hrtimer_cancel(&f->timer);
+	if (f->fpu_allocated)
+		fpu_free_guest_fpstate(&f->fpu);
 	if (f->owner)
 		put_task_struct(f->owner);
-	kfree(f->dev);
+	kvfree(f->dev);
 	kfree(f);
 	return 0;
 }
@@ -224,6 +220,10 @@ static ssize_t lg_write(struct file *file, const char __user *ubuf, size_t len, 
 	case LG_WRITE_ACTION_RETURN:
 		return (ssize_t)val;
 	case LG_WRITE_ACTION_WAIT_BREAK_OFF:
+		/* Kick the owner out of the guest (or out of its halt) so that it sees the break. */
+		wake_up_interruptible(&f->irq_wq);
+		if (f->owner)
+			kick_process(f->owner);
 		if (wait_event_interruptible(f->break_wq, !lg_rust_break_requested(f->dev)))
 			return -ERESTARTSYS;
 		return len;
@@ -231,7 +231,7 @@ static ssize_t lg_write(struct file *file, const char __user *ubuf, size_t len, 
 		wake_up_all(&f->break_wq);
 		return len;
 	case LG_WRITE_ACTION_INITIALIZED:
-		/* Only one write can ever succeed in initializing, so this runs once per file. */
+		/* Only one write can ever initialize a file, so this runs once per file. */
 		f->owner = get_task_struct(current);
 		return len;
 	default:
@@ -242,8 +242,26 @@ static ssize_t lg_write(struct file *file, const char __user *ubuf, size_t len, 
 static ssize_t lg_read(struct file *file, char __user *ubuf, size_t len, loff_t *off)
 {
 	struct lg_file *f = file->private_data;
+	u64 me = (u64)(unsigned long)current;
+	ssize_t r;
 
-	return (ssize_t)lg_rust_read(f->dev, (u64)(unsigned long)current);
+	/* Refusals (not initialized, not the owner, dead guest) need no FPU dance. */
+	if (!lg_rust_will_run(f->dev, me))
+		return lg_rust_read(f->dev, f, me, (u64)(uintptr_t)ubuf, len);
+	if (!f->fpu_allocated) {
+		if (!fpu_alloc_guest_fpstate(&f->fpu))
+			return -ENOMEM;
+		f->fpu_allocated = true;
+	}
+	/*
+	 * The guest gets its own FPU/SSE/AVX registers for the whole read(): the kernel saves and
+	 * restores them across preemption into the guest fpstate, and the launcher's are back before
+	 * we return, so signals, ptrace and core dumps see the launcher's.
+	 */
+	fpu_swap_kvm_fpstate(&f->fpu, true);
+	r = lg_rust_read(f->dev, f, me, (u64)(uintptr_t)ubuf, len);
+	fpu_swap_kvm_fpstate(&f->fpu, false);
+	return r;
 }
 
 static const struct file_operations lg_fops = {
@@ -267,6 +285,13 @@ static int __init lg_init(void)
 	LgHostInfo info = {
 		.nr_cpus = nr_cpu_ids,
 		.la57 = pgtable_l5_enabled(),
+		.fsgsbase = boot_cpu_has(X86_FEATURE_FSGSBASE),
+		.pku = boot_cpu_has(X86_FEATURE_OSPKE),
+		.ibpb = boot_cpu_has(X86_FEATURE_IBPB),
+		.stable_tsc = boot_cpu_has(X86_FEATURE_CONSTANT_TSC) &&
+			      boot_cpu_has(X86_FEATURE_NONSTOP_TSC),
+		.phys_bits = boot_cpu_data.x86_phys_bits,
+		.tsc_khz = tsc_khz,
 		.user_top = TASK_SIZE_MAX,
 	};
 	int err;
@@ -274,11 +299,6 @@ static int __init lg_init(void)
 	err = lg_check_host();
 	if (err)
 		return err;
-	BUILD_BUG_ON(ARCH_KMALLOC_MINALIGN < 8);
-	if (lg_rust_device_align() > ARCH_KMALLOC_MINALIGN) {
-		pr_err("Rust device state needs %zu-byte alignment\n", lg_rust_device_align());
-		return -EINVAL;
-	}
 	err = lg_rust_init(&lg_ops, &info);
 	if (err)
 		return err;

@@ -9,8 +9,11 @@ use std::io;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 
+use rustix::io::Errno;
+
 use crate::cli::{human_size, MAX_MEM_BYTES, MIN_MEM_BYTES};
-use lg_core::abi::PAGE_SIZE;
+use crate::memory::OutOfRange;
+use lg_core::abi::{self, PAGE_SIZE};
 
 /// Exit code for a bad command line (the conventional one for usage errors).
 pub const EXIT_USAGE: u8 = 2;
@@ -57,6 +60,178 @@ pub enum BridgeNameProblem {
     TooLong,
     DotName,
     BadChar(char),
+}
+
+/// Why a kernel image cannot be loaded. Shown after the file name: `'vmlinux' {problem}`.
+/// Segments are numbered by their index in the program header table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KernelProblem {
+    /// A compressed kernel (boot sector magic "HdrS" at 0x202) rather than the ELF vmlinux.
+    BzImage,
+    NotElf,
+    NotElf64,
+    BigEndian,
+    WrongMachine(u16),
+    NotExecutable(u16),
+    /// `e_phentsize` is not the size of an ELF64 program header.
+    BadProgramHeaderSize(u16),
+    /// Some part of the file that the headers point at lies (partly) past its end.
+    Truncated {
+        what: String,
+        end: u64,
+        file_size: u64,
+    },
+    NoLoadSegments,
+    FileszOverMemsz {
+        index: usize,
+        filesz: u64,
+        memsz: u64,
+    },
+    SegmentBelowReserved {
+        index: usize,
+        start: u64,
+    },
+    SegmentOutsideMemory {
+        index: usize,
+        start: u64,
+        memsz: u64,
+        mem: u64,
+    },
+    SegmentsOverlap {
+        first: usize,
+        second: usize,
+    },
+    /// A PT_NOTE segment whose notes do not add up.
+    BadNoteSegment {
+        index: usize,
+    },
+    NoBootNote,
+    DuplicateBootNote,
+    BootNoteSize(u32),
+    WrongAbi(u64),
+    EntryNotCanonical(u64),
+    Cr3NotAligned(u64),
+    Cr3OutsideMemory {
+        cr3: u64,
+        mem: u64,
+    },
+    Cr3OutsideImage(u64),
+}
+
+impl fmt::Display for KernelProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use KernelProblem::*;
+        const NEED: &str = "lguest needs the uncompressed vmlinux ELF";
+        match self {
+            BzImage => write!(
+                f,
+                "is a bzImage (compressed kernel): {NEED} (the 'vmlinux' at the top of the kernel \
+                 build tree, not arch/x86/boot/bzImage)"
+            ),
+            NotElf => write!(f, "is not an ELF file: {NEED}"),
+            NotElf64 => write!(f, "is a 32-bit ELF: {NEED} of an x86_64 kernel"),
+            BigEndian => write!(f, "is a big-endian ELF: {NEED} of an x86_64 kernel"),
+            WrongMachine(m) => write!(f, "is an ELF for machine {m}, not x86_64 (62)"),
+            NotExecutable(t) => write!(
+                f,
+                "is not an ELF executable (e_type {t}, expected ET_EXEC 2): {NEED}"
+            ),
+            BadProgramHeaderSize(n) => write!(
+                f,
+                "has {n}-byte program headers: ELF64 ones are 56 bytes (a corrupt file?)"
+            ),
+            Truncated {
+                what,
+                end,
+                file_size,
+            } => write!(
+                f,
+                "is truncated: its {what} ends at byte {end:#x}, past the end of the file ({file_size:#x} bytes)"
+            ),
+            NoLoadSegments => f.write_str("has no PT_LOAD segment: nothing to load"),
+            FileszOverMemsz {
+                index,
+                filesz,
+                memsz,
+            } => write!(
+                f,
+                "is corrupt: segment {index} has p_filesz {filesz:#x} larger than p_memsz {memsz:#x}"
+            ),
+            SegmentBelowReserved { index, start } => write!(
+                f,
+                "has segment {index} at guest-physical {start:#x}, below {:#x}: the first {} belong \
+                 to the launcher (zero page, command line)",
+                abi::LOW_RESERVED,
+                human_size(abi::LOW_RESERVED)
+            ),
+            SegmentOutsideMemory {
+                index,
+                start,
+                memsz,
+                mem,
+            } => {
+                write!(f, "has segment {index} at guest-physical {start:#x}, ")?;
+                match start.checked_add(*memsz) {
+                    Some(end) => write!(f, "ending at {end:#x}")?,
+                    None => write!(f, "{memsz:#x} bytes long")?,
+                }
+                write!(
+                    f,
+                    ", outside the guest's {} of memory (give the guest more memory?)",
+                    human_size(*mem)
+                )
+            }
+            SegmentsOverlap { first, second } => write!(
+                f,
+                "is corrupt: segments {first} and {second} load at overlapping guest-physical addresses"
+            ),
+            BadNoteSegment { index } => {
+                write!(f, "is corrupt: its PT_NOTE segment {index} is malformed")
+            }
+            NoBootNote => f.write_str("is not an lguest guest kernel: no lguest boot note"),
+            DuplicateBootNote => f.write_str("has more than one lguest boot note"),
+            BootNoteSize(n) => write!(
+                f,
+                "has an lguest boot note of {n} bytes, expected {}",
+                core::mem::size_of::<abi::BootNote>()
+            ),
+            WrongAbi(v) => write!(
+                f,
+                "was built for lguest ABI {v}, this launcher speaks {}",
+                abi::VERSION
+            ),
+            EntryNotCanonical(e) => write!(
+                f,
+                "has an entry point {e:#x} that is not a canonical x86_64 address"
+            ),
+            Cr3NotAligned(c) => write!(
+                f,
+                "has a boot note cr3 {c:#x} that is not page aligned"
+            ),
+            Cr3OutsideMemory { cr3, mem } => write!(
+                f,
+                "has a boot note cr3 {cr3:#x} outside the guest's {} of memory",
+                human_size(*mem)
+            ),
+            Cr3OutsideImage(c) => write!(
+                f,
+                "has a boot note cr3 {c:#x} outside its PT_LOAD segments: the image must contain its \
+                 initial page table"
+            ),
+        }
+    }
+}
+
+/// Why the module's record stream made no sense.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RecordProblem {
+    /// Fewer bytes than the record kind needs.
+    Short {
+        kind: Option<u64>,
+        len: usize,
+    },
+    UnknownKind(u64),
+    UnknownExitKind(u64),
 }
 
 #[derive(Debug)]
@@ -139,10 +314,53 @@ pub enum Error {
     DeviceOpen(io::Error),
     /// Writing --help or --version to stdout failed (e.g. a closed pipe).
     Stdout(io::Error),
-    /// Placeholder of `run_guest` until the ELF loader and run loop exist.
-    NotImplemented {
-        kernel: PathBuf,
+    /// The kernel command line does not fit in the space the boot protocol gives it.
+    CmdlineTooLong {
+        len: usize,
+        max: usize,
     },
+    /// mmap of guest memory failed.
+    GuestMemory {
+        size: u64,
+        err: io::Error,
+    },
+    /// Reading a file named on the command line failed after it was opened.
+    CannotRead {
+        role: Role,
+        path: PathBuf,
+        err: io::Error,
+    },
+    BadKernel {
+        path: PathBuf,
+        problem: KernelProblem,
+    },
+    InitrdTooBig {
+        path: PathBuf,
+        size: u64,
+        /// The largest initrd that would fit.
+        room: u64,
+    },
+    /// A launcher bug: something it placed itself falls outside guest memory.
+    GuestRange(OutOfRange),
+    /// More e820 entries than the zero page holds (a launcher bug).
+    TooManyE820 {
+        count: usize,
+    },
+    /// linux-loader could not write the zero page.
+    ZeroPage(String),
+    SignalSetup(Errno),
+    // ---- LHREQ_INITIALIZE ----
+    InitVersion,
+    InitRefused,
+    InitBusy,
+    InitNotImplemented,
+    InitFailed(Errno),
+    InitShortWrite(usize),
+    // ---- the run loop ----
+    DeviceRead(Errno),
+    BadRecord(RecordProblem),
+    /// The guest asked to restart and exec'ing the launcher again failed.
+    Restart(io::Error),
 }
 
 impl Error {
@@ -161,7 +379,8 @@ impl Error {
             | BadBridgeName { .. }
             | DuplicateTunnet { .. }
             | DuplicateInitrd { .. }
-            | Usage(_) => EXIT_USAGE,
+            | Usage(_)
+            | CmdlineTooLong { .. } => EXIT_USAGE,
             CannotOpen { .. }
             | NotRegularFile { .. }
             | NotFileOrBlockDevice { .. }
@@ -173,7 +392,23 @@ impl Error {
             | DevicePermission
             | DeviceOpen(_)
             | Stdout(_)
-            | NotImplemented { .. } => EXIT_FAILURE,
+            | GuestMemory { .. }
+            | CannotRead { .. }
+            | BadKernel { .. }
+            | InitrdTooBig { .. }
+            | GuestRange(_)
+            | TooManyE820 { .. }
+            | ZeroPage(_)
+            | SignalSetup(_)
+            | InitVersion
+            | InitRefused
+            | InitBusy
+            | InitNotImplemented
+            | InitFailed(_)
+            | InitShortWrite(_)
+            | DeviceRead(_)
+            | BadRecord(_)
+            | Restart(_) => EXIT_FAILURE,
         }
     }
 }
@@ -312,10 +547,93 @@ impl fmt::Display for Error {
             ),
             DeviceOpen(err) => write!(f, "cannot open /dev/lguest: {}", os_msg(err)),
             Stdout(err) => write!(f, "cannot write to stdout: {}", os_msg(err)),
-            NotImplemented { kernel } => write!(
+            CmdlineTooLong { len, max } => write!(
                 f,
-                "cannot run {} yet: this launcher does not load or run guests yet (next milestone)",
-                qp(kernel)
+                "the kernel command line is {len} bytes long, at most {max} fit"
+            ),
+            GuestMemory { size, err } => write!(
+                f,
+                "cannot map {} of guest memory: {}",
+                human_size(*size),
+                os_msg(err)
+            ),
+            CannotRead { role, path, err } => {
+                write!(f, "cannot read {role} {}: {}", qp(path), os_msg(err))
+            }
+            BadKernel { path, problem } => write!(f, "{} {problem}", qp(path)),
+            InitrdTooBig { path, size, room } => write!(
+                f,
+                "initrd {} ({size} bytes) does not fit in guest memory: at most {room} bytes fit \
+                 above the kernel and the {} kept free after it (give the guest more memory)",
+                qp(path),
+                human_size(crate::loader::INITRD_GAP)
+            ),
+            GuestRange(r) => write!(
+                f,
+                "internal error: guest-physical range {:#x}+{:#x} is outside guest memory ({})",
+                r.gpa,
+                r.len,
+                human_size(r.size)
+            ),
+            TooManyE820 { count } => write!(
+                f,
+                "internal error: {count} memory map entries, the zero page holds at most {}",
+                abi::zero_page::E820_MAX_ENTRIES
+            ),
+            ZeroPage(msg) => write!(
+                f,
+                "cannot write the zero page: {}",
+                Quoted::bare(OsStr::new(msg))
+            ),
+            SignalSetup(errno) => {
+                write!(f, "cannot install signal handlers: {}", errno_text(*errno))
+            }
+            InitVersion => write!(
+                f,
+                "lg.ko speaks another lguest ABI than this launcher (ABI {}): rebuild them together",
+                abi::VERSION
+            ),
+            InitRefused => f.write_str("lg.ko refused the guest (bad memory layout or entry point)"),
+            InitBusy => f.write_str(
+                "lg.ko refused the guest: this /dev/lguest file already runs one (EBUSY)",
+            ),
+            InitNotImplemented => f.write_str(
+                "lg.ko cannot run guests yet: LHREQ_INITIALIZE is not implemented (ENOSYS)",
+            ),
+            InitFailed(errno) => {
+                write!(f, "LHREQ_INITIALIZE failed: {}", errno_text(*errno))
+            }
+            InitShortWrite(n) => write!(
+                f,
+                "LHREQ_INITIALIZE failed: lg.ko took {n} of {} bytes",
+                abi::MAX_WRITE
+            ),
+            DeviceRead(errno) => {
+                write!(f, "reading /dev/lguest failed: {}", errno_text(*errno))
+            }
+            BadRecord(RecordProblem::Short { kind: None, len }) => write!(
+                f,
+                "lg.ko returned a {len}-byte record, too short to hold its kind"
+            ),
+            BadRecord(RecordProblem::Short {
+                kind: Some(kind),
+                len,
+            }) => write!(
+                f,
+                "lg.ko returned a {len}-byte record of kind {kind}, too short for its payload"
+            ),
+            BadRecord(RecordProblem::UnknownKind(kind)) => write!(
+                f,
+                "lg.ko returned a record of unknown kind {kind} (is it newer than this launcher?)"
+            ),
+            BadRecord(RecordProblem::UnknownExitKind(kind)) => write!(
+                f,
+                "lg.ko reported the guest dead with unknown exit kind {kind} (is it newer than this launcher?)"
+            ),
+            Restart(err) => write!(
+                f,
+                "the guest asked to restart, but re-executing the launcher failed: {}",
+                os_msg(err)
             ),
         }
     }
@@ -331,6 +649,39 @@ pub fn os_msg(err: &io::Error) -> String {
         (Some(_), Some(at)) => text[..at].to_owned(),
         _ => text,
     }
+}
+
+/// An errno as `Description (ENAME)`, e.g. `No such file or directory (ENOENT)`.
+pub fn errno_text(errno: Errno) -> String {
+    let msg = os_msg(&io::Error::from(errno));
+    match errno_name(errno) {
+        Some(name) => format!("{msg} ({name})"),
+        None => format!("{msg} (errno {})", errno.raw_os_error()),
+    }
+}
+
+/// Names of the errnos /dev/lguest is documented to return, and a few more.
+fn errno_name(errno: Errno) -> Option<&'static str> {
+    Some(match errno {
+        Errno::PERM => "EPERM",
+        Errno::NOENT => "ENOENT",
+        Errno::INTR => "EINTR",
+        Errno::IO => "EIO",
+        Errno::BADF => "EBADF",
+        Errno::AGAIN => "EAGAIN",
+        Errno::NOMEM => "ENOMEM",
+        Errno::ACCESS => "EACCES",
+        Errno::FAULT => "EFAULT",
+        Errno::BUSY => "EBUSY",
+        Errno::INVAL => "EINVAL",
+        Errno::NOSYS => "ENOSYS",
+        Errno::PROTO => "EPROTO",
+        Errno::NODEV => "ENODEV",
+        Errno::NXIO => "ENXIO",
+        Errno::OVERFLOW => "EOVERFLOW",
+        Errno::SRCH => "ESRCH",
+        _ => return None,
+    })
 }
 
 /// User-supplied text for a one-line message: `'...'` with control characters (newlines above all)
@@ -455,7 +806,28 @@ mod tests {
             },
             Error::DeviceMissing,
             Error::DevicePermission,
-            Error::NotImplemented { kernel: nasty },
+            Error::BadKernel {
+                path: nasty.clone(),
+                problem: KernelProblem::Truncated {
+                    what: "segment 1".into(),
+                    end: 1,
+                    file_size: 0,
+                },
+            },
+            Error::CannotRead {
+                role: Role::Kernel,
+                path: nasty.clone(),
+                err: io::Error::from_raw_os_error(5),
+            },
+            Error::InitrdTooBig {
+                path: nasty,
+                size: 1,
+                room: 0,
+            },
+            Error::ZeroPage("a\nb".into()),
+            Error::DeviceRead(Errno::NOENT),
+            Error::InitFailed(Errno::from_raw_os_error(4095)),
+            Error::Restart(io::Error::from_raw_os_error(2)),
         ];
         for e in &errors {
             let line = e.to_string();
@@ -477,8 +849,21 @@ mod tests {
         );
         assert_eq!(Error::DeviceMissing.exit_code(), EXIT_FAILURE);
         assert_eq!(
-            Error::NotImplemented { kernel: "k".into() }.exit_code(),
+            Error::BadKernel {
+                path: "k".into(),
+                problem: KernelProblem::NoBootNote
+            }
+            .exit_code(),
             EXIT_FAILURE
+        );
+        assert_eq!(Error::InitVersion.exit_code(), EXIT_FAILURE);
+        assert_eq!(
+            Error::CmdlineTooLong {
+                len: 3000,
+                max: 2047
+            }
+            .exit_code(),
+            EXIT_USAGE
         );
     }
 

@@ -1,14 +1,21 @@
 //! `lguest`: the launcher that runs a guest through the lg.ko hypervisor module.
 //!
 //! Flow: parse the command line ([`cli::parse`]), check the files it names ([`cli::check_files`]),
-//! open `/dev/lguest` ([`device::Device::open`]) and hand over to [`guest::run_guest`]. Any failure
-//! is one `lguest: ...` line on stderr and exit code 2 (bad command line) or 1 (anything else).
+//! open `/dev/lguest` ([`device::Device::open`]) and hand over to [`guest::run_guest`], which loads
+//! the guest and runs it. Any failure is one `lguest: ...` line on stderr and exit code 2 (bad
+//! command line) or 1 (anything else); a guest that stops gives 0 (powered off), 1 (crashed or
+//! killed) or 128 + the signal number (stopped by SIGINT, SIGTERM or SIGHUP).
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+mod bootparams;
 mod cli;
 mod device;
 mod error;
 mod guest;
+mod loader;
+mod memory;
+mod run;
+mod signals;
 
 use std::ffi::OsString;
 use std::io::{self, Write};

@@ -1,12 +1,41 @@
 //! Types shared with the C shim. cbindgen copies them into `c-glue/generated/lg_rust.h`.
 
+use core::ffi::c_void;
+
 /// Services the C shim lends to Rust, filled in by C at module load. A table rather than loose
 /// `extern` functions so that the C compiler checks every signature against this one definition.
+/// `ctx` is always the shim's per-file context (`struct lg_file *`).
 #[repr(C)]
 pub struct LgKernelOps {
     /// printk `len` bytes of `msg` at a kernel log level (0 = KERN_EMERG .. 7 = KERN_DEBUG),
     /// prefixed with "lg: ".
     pub log: unsafe extern "C" fn(level: u32, msg: *const u8, len: usize),
+    /// A zeroed page: returns its kernel address and stores its physical address; NULL if none.
+    pub alloc_page: unsafe extern "C" fn(pa: *mut u64) -> *mut u8,
+    pub free_page: unsafe extern "C" fn(va: *mut u8),
+    /// `copy_from_user` / `copy_to_user` on the current task: 0 or -EFAULT.
+    pub copy_from_user: unsafe extern "C" fn(dst: *mut u8, uaddr: u64, len: usize) -> i32,
+    pub copy_to_user: unsafe extern "C" fn(uaddr: u64, src: *const u8, len: usize) -> i32,
+    /// Pin the current task's page at `uaddr` for writing; stores its page frame number.
+    pub pin_page: unsafe extern "C" fn(uaddr: u64, pfn: *mut u64) -> i32,
+    pub unpin_page: unsafe extern "C" fn(pfn: u64),
+    /// Address of CPU `cpu`'s writable GDT (`get_cpu_gdt_rw`).
+    pub cpu_gdt_rw: unsafe extern "C" fn(cpu: u32) -> u64,
+    /// Disable preemption and interrupts and park host state the switcher does not handle
+    /// (debug registers, EFER.SCE, SYSENTER_CS). Returns the CPU we are on.
+    pub guest_enter_begin: unsafe extern "C" fn(ctx: *mut c_void) -> u32,
+    /// Undo `guest_enter_begin`, first running the host handlers for what interrupted the guest:
+    /// a host interrupt (`vector` >= 32), an NMI, a machine check.
+    pub guest_enter_end: unsafe extern "C" fn(ctx: *mut c_void, vector: u64, nmi: bool, mce: bool),
+    pub signal_pending: unsafe extern "C" fn() -> bool,
+    /// `cond_resched()` and `try_to_freeze()`.
+    pub yield_point: unsafe extern "C" fn(),
+    /// Arm the guest's one-shot clock event `ns` from now (0 = cancel).
+    pub set_timer: unsafe extern "C" fn(ctx: *mut c_void, ns: u64),
+    /// Sleep (interruptibly) until `lg_rust_should_wake(dev, mask)` is true.
+    pub wait_for_irq: unsafe extern "C" fn(ctx: *mut c_void, mask: u32),
+    /// CLOCK_REALTIME in nanoseconds.
+    pub realtime_ns: unsafe extern "C" fn() -> u64,
 }
 
 /// What the C shim tells Rust about the host at module load.
@@ -16,6 +45,15 @@ pub struct LgHostInfo {
     pub nr_cpus: u32,
     /// True if the host runs 5-level paging (CR4.LA57).
     pub la57: bool,
+    /// CR4.FSGSBASE, CR4.PKE, and IBPB available.
+    pub fsgsbase: bool,
+    pub pku: bool,
+    pub ibpb: bool,
+    /// The TSC is invariant and `tsc_khz` is its rate.
+    pub stable_tsc: bool,
+    /// The CPU's physical address width (MAXPHYADDR).
+    pub phys_bits: u32,
+    pub tsc_khz: u64,
     /// `TASK_SIZE_MAX`: the top of user address space.
     pub user_top: u64,
 }

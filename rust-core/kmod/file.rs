@@ -1,11 +1,16 @@
 //! The file operations of `/dev/lguest`, after the C shim has done the kernel-specific part
 //! (copying the user buffer in, waiting, waking).
 
+use core::ffi::c_void;
+
 use lg_core::device::{Device, WriteOutcome};
 use lg_core::errno::Errno;
+use lg_core::vcpu::HostFacts;
 
 use crate::ffi::{LgDevice, LgWriteAction};
-use crate::module::host_limits;
+use crate::host::KernelEnv;
+use crate::kernel::ops;
+use crate::module::{self, host_limits};
 
 /// Size of the per-file state the shim allocates for us.
 #[no_mangle]
@@ -26,15 +31,28 @@ pub extern "C" fn lg_rust_device_align() -> usize {
 #[no_mangle]
 pub unsafe extern "C" fn lg_rust_device_init(dev: *mut LgDevice) {
     // SAFETY: the caller guarantees size and alignment; the memory holds no live value yet.
-    unsafe { dev.cast::<Device>().write(Device::new()) }
+    unsafe { Device::init_in_place(dev.cast::<Device>()) }
 }
 
-/// Tear down the per-file state before the shim frees its memory (the last close).
+/// Tear down the per-file state before the shim frees its memory (the last close): unpin every
+/// guest page, free the shadow tables, cancel the timer. Touches no user memory.
 ///
 /// # Safety
-/// `dev` must have been initialized by `lg_rust_device_init` and not be used afterwards.
+/// `dev` must have been initialized by `lg_rust_device_init` and not be used afterwards; `ctx`
+/// is the file's shim context.
 #[no_mangle]
-pub unsafe extern "C" fn lg_rust_device_drop(dev: *mut LgDevice) {
+pub unsafe extern "C" fn lg_rust_device_drop(dev: *mut LgDevice, ctx: *mut c_void) {
+    {
+        // SAFETY: the caller guarantees `dev` is live and that no other operation runs.
+        let d = unsafe { device(dev) };
+        let mut env = KernelEnv {
+            ctx,
+            dev: d,
+            mem_base: d.init_args().map_or(0, |a| a.mem_base),
+            facts: HostFacts::default(),
+        };
+        d.teardown(&mut env);
+    }
     // SAFETY: the caller guarantees `dev` holds a live `Device` that nobody uses any more.
     unsafe { core::ptr::drop_in_place(dev.cast::<Device>()) }
 }
@@ -74,19 +92,75 @@ pub unsafe extern "C" fn lg_rust_write(
     }
 }
 
-/// One `read()` by task `caller`: runs the guest (from the next milestone on). Returns bytes
-/// read or `-errno`.
+/// Will a `read()` by `caller` run the guest? (Otherwise it fails or reports a death at once,
+/// and the shim skips its FPU preparations.)
 ///
 /// # Safety
 /// `dev` must be live.
 #[no_mangle]
-pub unsafe extern "C" fn lg_rust_read(dev: *const LgDevice, caller: u64) -> i64 {
+pub unsafe extern "C" fn lg_rust_will_run(dev: *const LgDevice, caller: u64) -> bool {
+    // SAFETY: guaranteed by the caller.
+    unsafe { device(dev) }.will_run(caller)
+}
+
+/// One `read()` by task `caller` into the user buffer `ubuf[..len]`: runs the guest until
+/// something needs the launcher. Returns the record's length or `-errno`.
+///
+/// # Safety
+/// `dev` must be live and `ctx` its shim context; `ubuf` is a user address (checked by the copy).
+#[no_mangle]
+pub unsafe extern "C" fn lg_rust_read(
+    dev: *const LgDevice,
+    ctx: *mut c_void,
+    caller: u64,
+    ubuf: u64,
+    len: usize,
+) -> i64 {
     // SAFETY: guaranteed by the caller.
     let dev = unsafe { device(dev) };
-    match dev.read(caller) {
+    let mut env = KernelEnv {
+        ctx,
+        dev,
+        mem_base: dev.init_args().map_or(0, |a| a.mem_base),
+        facts: module::guest_facts(dev.id()),
+    };
+    let emit = |header: &[u8], payload: &[u8]| -> Result<(), Errno> {
+        // SAFETY: copy_to_user validates the user range; the sources are valid kernel buffers.
+        let ok = unsafe {
+            (ops().copy_to_user)(ubuf, header.as_ptr(), header.len()) == 0
+                && (ops().copy_to_user)(ubuf + header.len() as u64, payload.as_ptr(), payload.len())
+                    == 0
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(Errno::EFAULT)
+        }
+    };
+    match dev.read(caller, &mut env, len, emit) {
         Ok(n) => n as i64,
         Err(Errno(e)) => -i64::from(e),
     }
+}
+
+/// Raise virtual irq `irq` from interrupt context (the guest's timer).
+///
+/// # Safety
+/// `dev` must be live.
+#[no_mangle]
+pub unsafe extern "C" fn lg_rust_raise_irq(dev: *const LgDevice, irq: u32) {
+    // SAFETY: guaranteed by the caller; `raise_irq` is a single atomic operation.
+    unsafe { device(dev) }.raise_irq(irq)
+}
+
+/// Should a halted guest waiting for the irqs in `mask` wake? Never sleeps.
+///
+/// # Safety
+/// `dev` must be live.
+#[no_mangle]
+pub unsafe extern "C" fn lg_rust_should_wake(dev: *const LgDevice, mask: u32) -> bool {
+    // SAFETY: guaranteed by the caller.
+    unsafe { device(dev) }.should_wake(mask)
 }
 
 /// Is a `BREAK 1` in force? (The condition the shim's break waiters sleep on.)

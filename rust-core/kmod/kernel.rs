@@ -24,10 +24,22 @@ pub fn set_ops(ops: &'static LgKernelOps) {
     );
 }
 
-fn ops() -> Option<&'static LgKernelOps> {
+fn try_ops() -> Option<&'static LgKernelOps> {
     let p = OPS.load(Ordering::Acquire);
     // SAFETY: the only non-null value ever stored is a `&'static LgKernelOps`.
     unsafe { p.as_ref() }
+}
+
+/// The shim's services. Every entry point but `lg_rust_init` runs after they were installed.
+pub fn ops() -> &'static LgKernelOps {
+    match try_ops() {
+        Some(o) => o,
+        // Unreachable: the shim calls lg_rust_init first and fails the load if it fails.
+        None => {
+            // SAFETY: a plain kernel panic with a constant message.
+            unsafe { kernel_panic(c"lg: rust called before lg_rust_init\n".as_ptr().cast()) }
+        }
+    }
 }
 
 pub(crate) const KERN_ERR: u32 = 3;
@@ -38,7 +50,7 @@ pub fn log(level: u32, args: fmt::Arguments<'_>) {
     let mut raw = [0u8; 256];
     let mut w = FixedBuf::new(&mut raw);
     let _ = w.write_fmt(args);
-    if let Some(ops) = ops() {
+    if let Some(ops) = try_ops() {
         // SAFETY: `log` reads exactly `len` bytes from a buffer that lives across the call.
         unsafe { (ops.log)(level, w.as_bytes().as_ptr(), w.len()) }
     }

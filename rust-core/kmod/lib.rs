@@ -17,8 +17,10 @@
 
 mod ffi;
 mod file;
+mod host;
 mod kernel;
 mod module;
+mod switcher_asm;
 
 pub use ffi::*;
 pub use file::*;

@@ -243,7 +243,8 @@ pub mod hcall {
     pub const FLUSH_ONE: u64 = 19;
     /// `(pml4_gpa)`: the guest freed this top-level table.
     pub const RELEASE_PGTABLE: u64 = 20;
-    /// Return from a trap or interrupt: pops `RIP, CS, RFLAGS, RSP, SS` from the guest stack.
+    /// Return from a trap or interrupt: pops `RAX, RIP, CS, RFLAGS, RSP, SS` from the guest
+    /// stack (the interrupted RAX first, since RAX carries the call number).
     pub const IRET: u64 = 21;
     /// Interrupts were re-enabled with some pending: deliver them now.
     pub const SEND_INTERRUPTS: u64 = 22;

@@ -7,10 +7,16 @@
 //! initialize get one success and one `EBUSY`, and a refused write changes nothing.
 
 use core::cell::UnsafeCell;
+use core::mem::MaybeUninit;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
+use crate::abi::{self, record};
 use crate::errno::Errno;
 use crate::protocol::{HostLimits, InitArgs, Request};
+use crate::vcpu::{Env, Record, Vcpu};
+
+/// Guest ids, unique while the module is loaded (logs, MAC addresses).
+static NEXT_GUEST_ID: AtomicU64 = AtomicU64::new(1);
 
 const UNINIT: u32 = 0;
 const INITIALIZING: u32 = 1;
@@ -40,11 +46,22 @@ pub struct Device {
     args: UnsafeCell<InitArgs>,
     pending_irqs: AtomicU32,
     break_out: AtomicBool,
+    /// This guest's id, from `INITIALIZE` on.
+    id: AtomicU64,
+    /// Set once the guest is gone for good (writes then fail with `ENOENT`).
+    dead: AtomicBool,
+    /// The virtual CPU, built in place by the owner's first `read()` (`vcpu_made` says so). Only
+    /// the owner thread touches it (inside `read`), and teardown happens when no file operation
+    /// can run any more.
+    vcpu_made: AtomicBool,
+    vcpu: UnsafeCell<MaybeUninit<Vcpu>>,
 }
 
-// SAFETY: `args` is the only non-atomic field. It is written exactly once, by the one thread that
-// won the UNINIT -> INITIALIZING compare-exchange, and published by the Release store of READY;
-// every reader first observes READY with Acquire, so no read can race with that write.
+// SAFETY: `args` is written exactly once, by the one thread that won the UNINIT -> INITIALIZING
+// compare-exchange, and published by the Release store of READY; every reader first observes READY
+// with Acquire, so no read can race with that write. `vcpu` is only reached through `read` after
+// checking that the caller is the owner (a single thread, which cannot be in two reads at once),
+// and through `teardown`, which the shim calls from `release` when no other file operation exists.
 unsafe impl Sync for Device {}
 
 impl Default for Device {
@@ -68,6 +85,31 @@ impl Device {
             }),
             pending_irqs: AtomicU32::new(0),
             break_out: AtomicBool::new(false),
+            id: AtomicU64::new(0),
+            dead: AtomicBool::new(false),
+            vcpu_made: AtomicBool::new(false),
+            vcpu: UnsafeCell::new(MaybeUninit::uninit()),
+        }
+    }
+
+    /// Build a device in place (a `Device` holds a whole vCPU: far too big for a kernel stack, so
+    /// it is never built as a temporary).
+    ///
+    /// # Safety
+    /// `this` must be valid for writes of a `Device` and properly aligned.
+    pub unsafe fn init_in_place(this: *mut Device) {
+        use core::ptr::addr_of_mut;
+        // SAFETY: the caller guarantees `this`; each field is written once; `vcpu` may stay
+        // uninitialized (`vcpu_made` is false).
+        unsafe {
+            addr_of_mut!((*this).state).write(AtomicU32::new(UNINIT));
+            addr_of_mut!((*this).owner).write(AtomicU64::new(0));
+            addr_of_mut!((*this).args).write(UnsafeCell::new(InitArgs::default()));
+            addr_of_mut!((*this).pending_irqs).write(AtomicU32::new(0));
+            addr_of_mut!((*this).break_out).write(AtomicBool::new(false));
+            addr_of_mut!((*this).id).write(AtomicU64::new(0));
+            addr_of_mut!((*this).dead).write(AtomicBool::new(false));
+            addr_of_mut!((*this).vcpu_made).write(AtomicBool::new(false));
         }
     }
 
@@ -112,6 +154,9 @@ impl Device {
         if !self.is_ready() {
             return Err(Errno::EINVAL);
         }
+        if self.dead.load(Ordering::Acquire) {
+            return Err(Errno::ENOENT);
+        }
         if let Request::Break { on } = req {
             self.break_out.store(on, Ordering::Release);
             return Ok(if on {
@@ -150,20 +195,119 @@ impl Device {
         // before READY is published below.
         unsafe { *self.args.get() = *args };
         self.owner.store(caller, Ordering::Relaxed);
+        self.id
+            .store(NEXT_GUEST_ID.fetch_add(1, Ordering::Relaxed), Ordering::Relaxed);
         self.state.store(READY, Ordering::Release);
         Ok(())
     }
 
-    /// May task `caller` run the guest now? Running itself arrives with the switcher; until then
-    /// a valid caller gets `ENOSYS`, never a fake success.
-    pub fn read(&self, caller: u64) -> Result<usize, Errno> {
+    /// The guest's id (0 before initialization).
+    pub fn id(&self) -> u64 {
+        self.id.load(Ordering::Relaxed)
+    }
+
+    /// Raise virtual interrupt `irq` from outside the vCPU (the guest's timer).
+    pub fn raise_irq(&self, irq: u32) {
+        if irq < 32 {
+            self.pending_irqs.fetch_or(1 << irq, Ordering::AcqRel);
+        }
+    }
+
+    /// Take the interrupts raised from outside since the last time.
+    pub fn take_irqs(&self) -> u32 {
+        self.pending_irqs.swap(0, Ordering::AcqRel)
+    }
+
+    /// Should a halted guest waiting for `mask` wake up? (Evaluated by the shim's sleeping loop:
+    /// must not sleep or touch user memory.)
+    pub fn should_wake(&self, mask: u32) -> bool {
+        self.pending_irqs.load(Ordering::Acquire) & mask != 0 || self.break_requested()
+    }
+
+    fn check_reader(&self, caller: u64) -> Result<(), Errno> {
         if !self.is_ready() {
             return Err(Errno::EINVAL);
         }
         if self.owner.load(Ordering::Relaxed) != caller {
             return Err(Errno::EPERM);
         }
-        Err(Errno::ENOSYS)
+        Ok(())
+    }
+
+    /// Will a `read()` by `caller` enter the guest (rather than fail or report a death at once)?
+    pub fn will_run(&self, caller: u64) -> bool {
+        self.check_reader(caller).is_ok() && !self.dead.load(Ordering::Acquire)
+    }
+
+    /// One `read()` by task `caller`: run the guest until something needs the launcher, then
+    /// hand the record to `emit(header, payload)`, which copies (at most `len` bytes of) it out.
+    pub fn read<E: Env>(
+        &self,
+        caller: u64,
+        env: &mut E,
+        len: usize,
+        emit: impl FnOnce(&[u8], &[u8]) -> Result<(), Errno>,
+    ) -> Result<usize, Errno> {
+        self.check_reader(caller)?;
+        if len < abi::MIN_READ {
+            return Err(Errno::EINVAL);
+        }
+        let args = self.init_args().ok_or(Errno::EINVAL)?;
+        let slot = self.vcpu.get().cast::<Vcpu>();
+        if !self.vcpu_made.load(Ordering::Acquire) {
+            // SAFETY: `check_reader` proved the caller is the owner, the only thread that reaches
+            // the vCPU (see the `Sync` impl); the slot is uninitialized until `vcpu_made`.
+            unsafe {
+                Vcpu::init_in_place(
+                    slot,
+                    args.pfn_limit,
+                    args.entry,
+                    args.cr3,
+                    args.boot_params,
+                    &env.facts(),
+                )
+            };
+            self.vcpu_made.store(true, Ordering::Release);
+        }
+        // SAFETY: built above or by an earlier read of this (only) owner thread.
+        let vcpu = unsafe { &mut *slot };
+        let rec = vcpu.run(env)?;
+        let mut header = [0u8; 16];
+        let (hlen, payload): (usize, &[u8]) = match rec {
+            Record::Console(n) => {
+                header[..8].copy_from_slice(&record::CONSOLE.to_le_bytes());
+                (8, vcpu.console.get(..n).unwrap_or(&[]))
+            }
+            Record::Dma { dma, key } => {
+                header[..8].copy_from_slice(&record::DMA.to_le_bytes());
+                header[8..].copy_from_slice(&dma.to_le_bytes());
+                let k = key.to_le_bytes();
+                emit(&header, &k)?;
+                return Ok(24);
+            }
+            Record::Dead => {
+                self.dead.store(true, Ordering::Release);
+                let (kind, reason) = match vcpu.death() {
+                    Some(d) => (d.kind, d.reason()),
+                    None => (abi::exit::KILLED, &b"unknown"[..]),
+                };
+                header[..8].copy_from_slice(&record::DEAD.to_le_bytes());
+                header[8..].copy_from_slice(&kind.to_le_bytes());
+                (16, reason)
+            }
+        };
+        let payload = payload.get(..payload.len().min(len - hlen)).unwrap_or(&[]);
+        emit(header.get(..hlen).unwrap_or(&[]), payload)?;
+        Ok(hlen + payload.len())
+    }
+
+    /// Release everything the guest holds. Called once, from the last `close()`.
+    pub fn teardown<E: Env>(&self, env: &mut E) {
+        if self.vcpu_made.swap(false, Ordering::AcqRel) {
+            // SAFETY: the shim calls this from `release`, when no other file operation on this
+            // file can be running or start (see the `Sync` impl); `vcpu_made` says it is built.
+            unsafe { (*self.vcpu.get().cast::<Vcpu>()).destroy(env) };
+        }
     }
 }
 
@@ -196,7 +340,7 @@ mod tests {
     #[test]
     fn lifecycle() {
         let d = Device::new();
-        assert_eq!(d.read(7), Err(Errno::EINVAL));
+        assert!(!d.will_run(7));
         assert_eq!(d.write(&w(&[2, 3]), 7, &HOST), Err(Errno::EINVAL));
         assert_eq!(d.write(&w(&[3, 1]), 7, &HOST), Err(Errno::EINVAL));
         assert_eq!(
@@ -205,8 +349,8 @@ mod tests {
         );
         assert_eq!(d.write(&init_words(), 7, &HOST), Err(Errno::EBUSY));
         assert_eq!(d.write(&init_words(), 8, &HOST), Err(Errno::EBUSY));
-        assert_eq!(d.read(8), Err(Errno::EPERM));
-        assert_eq!(d.read(7), Err(Errno::ENOSYS));
+        assert!(!d.will_run(8));
+        assert!(d.will_run(7));
         assert_eq!(d.write(&w(&[2, 3]), 8, &HOST), Err(Errno::EPERM));
         assert_eq!(d.write(&w(&[2, 3]), 7, &HOST), Ok(WriteOutcome::Return(16)));
         assert_eq!(d.pending_irqs(), 8);
@@ -234,7 +378,7 @@ mod tests {
             d.write(&init_words(), 9, &HOST),
             Ok(WriteOutcome::Return(56))
         );
-        assert_eq!(d.read(9), Err(Errno::ENOSYS));
+        assert!(d.will_run(9));
     }
 
     #[test]

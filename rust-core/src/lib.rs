@@ -30,4 +30,6 @@ pub mod device;
 pub mod errno;
 pub mod fixedbuf;
 pub mod protocol;
+pub mod shadow;
 pub mod switcher;
+pub mod vcpu;

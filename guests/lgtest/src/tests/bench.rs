@@ -1,0 +1,71 @@
+//! Rough costs, printed as `bench: <name> <cycles per op> cycles` (not tests: nothing fails).
+
+use super::memory::{map_marked, scratch_va, DATA};
+use crate::{hcall, traps};
+use core::arch::asm;
+use lg_core::abi::vector;
+use lgtest::pagetable::{self as pt, Level};
+
+fn rdtsc() -> u64 {
+    let (lo, hi): (u32, u32);
+    // SAFETY: reads the time-stamp counter (checked to work at ring 1 in `run`).
+    unsafe { asm!("rdtsc", out("eax") lo, out("edx") hi, options(nomem, nostack)) };
+    u64::from(hi) << 32 | u64::from(lo)
+}
+
+pub fn run() {
+    // CR4.TSD would make rdtsc fault at ring 1: find out without dying.
+    // SAFETY: rdtsc either works or traps and is skipped.
+    let p = unsafe { probe!(traps::ANY, ["rdtsc"], out("rax") _, out("rdx") _) };
+    if p.trap.is_some() {
+        println!("bench: skipped (rdtsc traps at ring 1)");
+        return;
+    }
+    hypercall();
+    trap_iret();
+    page_fault();
+}
+
+/// The cheapest hypercall, FLUSH_ASYNC with an empty ring: one exit to the host and back.
+fn hypercall() {
+    const N: u64 = 1000;
+    let start = rdtsc();
+    for _ in 0..N {
+        hcall::flush_async();
+    }
+    println!("bench: hypercall {} cycles", (rdtsc() - start) / N);
+}
+
+/// An exception reflected to the guest and returned from with IRET (#UD, skipped).
+fn trap_iret() {
+    const N: u64 = 200;
+    let start = rdtsc();
+    for _ in 0..N {
+        // SAFETY: ud2 traps and is skipped.
+        let _ = unsafe { probe!(u64::from(vector::UD), ["ud2"]) };
+    }
+    println!("bench: trap-iret {} cycles", (rdtsc() - start) / N);
+}
+
+/// A page fault reflected to the guest, repaired (PTE + SET_PTE) and retried.
+fn page_fault() {
+    const N: u64 = 200;
+    let va = scratch_va();
+    let Ok((pte, _)) = map_marked(va, DATA, None) else {
+        println!("bench: page-fault skipped (out of memory)");
+        return;
+    };
+    let mapped = pte.get() & !(pt::ACCESSED | pt::DIRTY);
+    let mut total = 0;
+    for _ in 0..N {
+        pte.set(Level::Pte, 0);
+        // SAFETY: the PTE and its frame are ours.
+        let since = unsafe { traps::arm_repair(pte.gpa(), mapped) };
+        let start = rdtsc();
+        // SAFETY: the read faults, is repaired, and is retried.
+        let _ =
+            unsafe { probe!(@armed since, ["mov ({va}), {x}"], va = in(reg) va, x = out(reg) _) };
+        total += rdtsc() - start;
+    }
+    println!("bench: page-fault {} cycles", total / N);
+}
