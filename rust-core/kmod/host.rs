@@ -140,6 +140,10 @@ impl Env for KernelEnv<'_> {
         self.dev.take_irqs()
     }
 
+    fn clear_irqs(&mut self, mask: u32) {
+        self.dev.clear_irqs(mask)
+    }
+
     fn set_timer(&mut self, ns: Option<u64>) {
         // SAFETY: `ctx` is this file's context, alive for the whole file operation.
         unsafe { (ops().set_timer)(self.ctx, ns.unwrap_or(0)) }

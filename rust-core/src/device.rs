@@ -218,6 +218,11 @@ impl Device {
         self.pending_irqs.swap(0, Ordering::AcqRel)
     }
 
+    /// Withdraw interrupts in `mask` that were raised but not taken yet.
+    pub fn clear_irqs(&self, mask: u32) {
+        self.pending_irqs.fetch_and(!mask, Ordering::AcqRel);
+    }
+
     /// Should a halted guest waiting for `mask` wake up? (Evaluated by the shim's sleeping loop:
     /// must not sleep or touch user memory.)
     pub fn should_wake(&self, mask: u32) -> bool {

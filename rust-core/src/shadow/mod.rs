@@ -454,7 +454,11 @@ impl Shadow {
     ///
     /// The level the guest names is deliberately not used: one guest page can serve as a table at
     /// several levels, and Linux updates 2 MiB hugetlb entries with `set_pte`.
-    pub fn entry_changed<H: ShadowHost>(&mut self, host: &mut H, entry_gpa: u64) -> Result<(), Kill> {
+    pub fn entry_changed<H: ShadowHost>(
+        &mut self,
+        host: &mut H,
+        entry_gpa: u64,
+    ) -> Result<(), Kill> {
         if entry_gpa & 7 != 0 || entry_gpa >= self.limit {
             return Err(Kill::BadEntry { gpa: entry_gpa });
         }
@@ -462,7 +466,11 @@ impl Shadow {
         let i = ((entry_gpa & 0xfff) >> 3) as usize;
         // Dropping an entry can free later slots (its subtree): each slot is checked when reached.
         for slot in 0..MAX_TABLES {
-            if self.meta.get(slot).is_some_and(|m| m.page.is_some() && m.src == table) {
+            if self
+                .meta
+                .get(slot)
+                .is_some_and(|m| m.page.is_some() && m.src == table)
+            {
                 self.drop_entry(host, slot, i);
             }
         }
@@ -527,7 +535,7 @@ impl Shadow {
             Some(r) => r,
             None => {
                 let victim = (0..MAX_ROOTS)
-                    .filter(|&r| Some(r) != None)
+                    .filter(|&r| Some(r) != self.current)
                     .min_by_key(|&r| self.root(r).map_or(0, |root| root.used))
                     .unwrap_or(0);
                 self.evict(host, victim);

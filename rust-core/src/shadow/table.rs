@@ -6,20 +6,14 @@ use core::ptr::NonNull;
 pub const ENTRIES: usize = 512;
 
 // Page-table entry bits (SDM vol. 3, §4.5). The same positions at every level, except that bit 7
-// means PS in PML4/PDPT/PD entries and PAT in a PT entry.
+// means PS in PML4/PDPT/PD entries and PAT in a PT entry. (Bits 3, 4 and 8, PWT, PCD and G, are
+// the ones the shadow never sets: see `Shadow::set_leaf`.)
 pub const P: u64 = 1 << 0;
 pub const RW: u64 = 1 << 1;
 pub const US: u64 = 1 << 2;
-// The shadow never sets PWT, PCD or G (see `Shadow::set_leaf`); the tests check that.
-#[cfg(test)]
-pub const PWT: u64 = 1 << 3;
-#[cfg(test)]
-pub const PCD: u64 = 1 << 4;
 pub const A: u64 = 1 << 5;
 pub const D: u64 = 1 << 6;
 pub const PS: u64 = 1 << 7;
-#[cfg(test)]
-pub const G: u64 = 1 << 8;
 pub const NX: u64 = 1 << 63;
 /// The physical address field: bits 12..=51.
 pub const ADDR: u64 = 0x000f_ffff_ffff_f000;

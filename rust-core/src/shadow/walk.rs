@@ -1,8 +1,6 @@
 //! Walking the guest's own page tables, as the CPU would if it could read guest-physical memory.
 
-use super::table::{
-    A, ADDR, D, GUEST_RESERVED, HUGE_OFFSET, HUGE_RESERVED, NX, P, PS, RW, US,
-};
+use super::table::{A, ADDR, D, GUEST_RESERVED, HUGE_OFFSET, HUGE_RESERVED, NX, P, PS, RW, US};
 use super::{Kill, ShadowHost, NO_SRC};
 
 // Page-fault error code bits (SDM vol. 3, §4.7).

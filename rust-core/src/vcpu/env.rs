@@ -68,7 +68,10 @@ pub trait Env: ShadowHost {
     fn break_requested(&mut self) -> bool;
     /// Take (atomically) the interrupts raised from outside the vCPU: the timer, `LHREQ_IRQ`.
     fn take_irqs(&mut self) -> u32;
-    /// Arm the one-shot clock event `ns` from now, or cancel it (`None`).
+    /// Withdraw raised-but-not-taken interrupts in `mask` (after the timer was cancelled).
+    fn clear_irqs(&mut self, mask: u32);
+    /// Arm the one-shot clock event `ns` from now, or cancel it (`None`); a cancel waits for a
+    /// timer callback that is already running.
     fn set_timer(&mut self, ns: Option<u64>);
     /// Sleep until one of the irqs in `wake_mask` is raised, a break, or a signal.
     fn wait_for_irq(&mut self, wake_mask: u32);

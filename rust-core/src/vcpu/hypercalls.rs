@@ -223,7 +223,20 @@ impl Vcpu {
                 }
             }
             hcall::SET_CLOCKEVENT => {
-                env.set_timer((a0 != 0).then(|| a0.clamp(MIN_TIMER_NS, MAX_TIMER_NS)));
+                // An expiry the guest has not taken yet belongs to the old setting: withdraw it,
+                // so a clock event fires at most once, for the latest setting.
+                env.set_timer(None);
+                let timer = 1u32 << abi::irq::TIMER;
+                env.clear_irqs(timer);
+                self.unposted_irqs &= !timer;
+                let field = offset_of!(SharedPage, irq_pending);
+                let pending = self.read_shared(env, field)?;
+                if pending & u64::from(timer) != 0 {
+                    self.write_shared(env, field, pending & !u64::from(timer))?;
+                }
+                if a0 != 0 {
+                    env.set_timer(Some(a0.clamp(MIN_TIMER_NS, MAX_TIMER_NS)));
+                }
             }
             hcall::HALT => self.halt(env)?,
             hcall::GET_WALLCLOCK => self.cpu.regs.rax = env.realtime_ns(),

@@ -80,10 +80,20 @@ pub fn build_initramfs(root: &Path) -> io::Result<PathBuf> {
 struct Vm {
     child: Child,
     lines: Receiver<String>,
+    /// The QEMU monitor's Unix socket (for injecting NMIs).
+    monitor: PathBuf,
+    /// Requests to the NMI injector thread, which keeps one monitor connection.
+    nmi_tx: Option<mpsc::Sender<u32>>,
 }
 
 impl Vm {
     fn boot(cfg: &VmConfig, cell: &Cell, append: &str) -> io::Result<Vm> {
+        let monitor = std::env::temp_dir().join(format!(
+            "lguest-vmtest-{}-{}.monitor",
+            std::process::id(),
+            cell.name()
+        ));
+        let _ = std::fs::remove_file(&monitor);
         if !cfg.kernel.is_file() {
             return Err(io::Error::other(format!(
                 "test kernel {} not found (run: make deps)",
@@ -93,7 +103,9 @@ impl Vm {
         let mut child = Command::new("qemu-system-x86_64")
             .args(["-accel", "tcg", "-cpu", &cell.cpu, "-m", "2G"])
             .args(["-smp", &cell.smp.to_string()])
-            .args(["-display", "none", "-serial", "stdio", "-monitor", "none"])
+            .args(["-display", "none", "-serial", "stdio"])
+            .arg("-monitor")
+            .arg(format!("unix:{},server,nowait", monitor.display()))
             .args(["-no-reboot", "-nodefaults"])
             .arg("-kernel")
             .arg(&cfg.kernel)
@@ -131,7 +143,42 @@ impl Vm {
                 }
             }
         });
-        Ok(Vm { child, lines: rx })
+        Ok(Vm {
+            child,
+            lines: rx,
+            monitor,
+            nmi_tx: None,
+        })
+    }
+
+    /// Inject `n` NMIs through the monitor (QEMU sends them to CPU 0), 50 ms apart, in the
+    /// background, in order, over one monitor connection.
+    fn inject_nmis(&mut self, n: u32) {
+        if self.nmi_tx.is_none() {
+            let (tx, rx) = mpsc::channel::<u32>();
+            let path = self.monitor.clone();
+            std::thread::spawn(move || {
+                use std::io::Write;
+                let mut stream = None;
+                while let Ok(n) = rx.recv() {
+                    if stream.is_none() {
+                        stream = std::os::unix::net::UnixStream::connect(&path).ok();
+                    }
+                    let Some(s) = stream.as_mut() else {
+                        eprintln!("vmtest: cannot reach the QEMU monitor at {}", path.display());
+                        continue;
+                    };
+                    for _ in 0..n {
+                        let _ = s.write_all(b"nmi\n");
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
+                }
+            });
+            self.nmi_tx = Some(tx);
+        }
+        if let Some(tx) = &self.nmi_tx {
+            let _ = tx.send(n);
+        }
     }
 
     /// Next console line, `Ok(None)` at EOF, `Err(())` when the deadline passed.
@@ -149,6 +196,7 @@ impl Drop for Vm {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.monitor);
     }
 }
 
@@ -173,7 +221,7 @@ pub fn run_cell(
     let log_path = cfg.logs.join(format!("{}.log", cell.name()));
     let mut log = Vec::new();
     let started = Instant::now();
-    let vm = Vm::boot(cfg, cell, &format!("lgtest={scenarios}"))?;
+    let mut vm = Vm::boot(cfg, cell, &format!("lgtest={scenarios}"))?;
     let deadline = started + timeout;
     let mut results = Vec::new();
     let mut current: Option<(String, Vec<String>)> = None;
@@ -200,6 +248,9 @@ pub fn run_cell(
                 started.elapsed().as_secs_f64(),
                 line.split("@@ BOOTED").nth(1).unwrap_or("").trim()
             );
+        }
+        if let Some(rest) = line.split("@@ NMI ").nth(1) {
+            vm.inject_nmis(rest.trim().parse().unwrap_or(1));
         }
         if let Some(rest) = line.split("@@ BEGIN ").nth(1) {
             current = Some((rest.trim().to_string(), Vec::new()));

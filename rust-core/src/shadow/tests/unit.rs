@@ -1,9 +1,7 @@
 //! One behaviour per test, on 4-level and (where it differs) 5-level hosts.
 
 use super::*;
-use crate::shadow::table::{G, PCD, PWT};
-use crate::shadow::walk::{PF_PK, PF_RSVD};
-use crate::shadow::{Fault, Kill, Translation, MIN_TABLES};
+use crate::shadow::{Config, Fault, Kill, Translation, MIN_TABLES};
 
 const USER_VA: u64 = 0x0000_0040_1234_5000;
 const KERN_VA: u64 = 0xffff_8880_0010_0000;
@@ -120,13 +118,23 @@ fn reflected_error_codes_match_hardware() {
     both(|la57| {
         let (mut s, mut f, cr3) = setup(la57);
         // Not present at the top level, then at the leaf level.
-        assert_eq!(touch(&mut s, &mut f, USER_VA, PF_U | PF_W), Err(PF_U | PF_W));
+        assert_eq!(
+            touch(&mut s, &mut f, USER_VA, PF_U | PF_W),
+            Err(PF_U | PF_W)
+        );
         f.map(cr3, USER_VA, 0, RWX_USER);
         assert_eq!(touch(&mut s, &mut f, USER_VA, PF_I), Err(PF_I));
         // Write to read-only, user to supervisor, fetch from NX.
         f.map(cr3, USER_VA, FRAME | P | US, RWX_USER);
-        assert_eq!(touch(&mut s, &mut f, USER_VA, PF_U | PF_W), Err(PF_P | PF_U | PF_W));
-        assert_eq!(touch(&mut s, &mut f, USER_VA, PF_W), Err(PF_P | PF_W), "CR0.WP");
+        assert_eq!(
+            touch(&mut s, &mut f, USER_VA, PF_U | PF_W),
+            Err(PF_P | PF_U | PF_W)
+        );
+        assert_eq!(
+            touch(&mut s, &mut f, USER_VA, PF_W),
+            Err(PF_P | PF_W),
+            "CR0.WP"
+        );
         f.map(cr3, USER_VA, FRAME | P | RW, RWX_USER);
         let ea = f.entry_addr(cr3, USER_VA, 1);
         s.entry_changed(&mut f, ea).unwrap();
@@ -134,7 +142,10 @@ fn reflected_error_codes_match_hardware() {
         f.map(cr3, USER_VA, FRAME | RWX_USER | NX, RWX_USER);
         let ea = f.entry_addr(cr3, USER_VA, 1);
         s.entry_changed(&mut f, ea).unwrap();
-        assert_eq!(touch(&mut s, &mut f, USER_VA, PF_U | PF_I), Err(PF_P | PF_U | PF_I));
+        assert_eq!(
+            touch(&mut s, &mut f, USER_VA, PF_U | PF_I),
+            Err(PF_P | PF_U | PF_I)
+        );
         // A reflected fault sets no A bit in the leaf.
         assert_eq!(f.read(f.entry_addr(cr3, USER_VA, 1)) & A, 0);
         assert!(touch(&mut s, &mut f, USER_VA, PF_U).is_ok());
@@ -178,7 +189,12 @@ fn two_mib_pages_are_split_into_4k_leaves() {
 #[test]
 fn guest_caching_global_and_soft_bits_never_reach_the_shadow() {
     let (mut s, mut f, cr3) = setup(false);
-    f.map(cr3, KERN_VA, FRAME | P | RW | D | G | PWT | PCD | PS /* PAT */ | (7 << 9), P | RW);
+    f.map(
+        cr3,
+        KERN_VA,
+        FRAME | P | RW | D | G | PWT | PCD | PS /* PAT */ | (7 << 9),
+        P | RW,
+    );
     let leaf = touch(&mut s, &mut f, KERN_VA, PF_W).unwrap();
     assert_eq!(leaf & !ADDR, P | A | RW | D);
 }
@@ -190,9 +206,15 @@ fn bad_guest_entries_kill() {
         let kill = |s: &mut Shadow, f: &mut Fake, va| s.page_fault(f, va, 0).unwrap_err();
 
         f.map(cr3, USER_VA, FRAME | RWX_USER | (1 << 52), RWX_USER);
-        assert!(matches!(kill(&mut s, &mut f, USER_VA), Kill::ReservedBits { level: 1, .. }));
+        assert!(matches!(
+            kill(&mut s, &mut f, USER_VA),
+            Kill::ReservedBits { level: 1, .. }
+        ));
         f.map(cr3, USER_VA, FRAME | RWX_USER | (1 << 62), RWX_USER);
-        assert!(matches!(kill(&mut s, &mut f, USER_VA), Kill::ReservedBits { level: 1, .. }));
+        assert!(matches!(
+            kill(&mut s, &mut f, USER_VA),
+            Kill::ReservedBits { level: 1, .. }
+        ));
         f.map(cr3, USER_VA, (GUEST_PAGES << 12) | RWX_USER, RWX_USER);
         assert_eq!(
             kill(&mut s, &mut f, USER_VA),
@@ -209,19 +231,31 @@ fn bad_guest_entries_kill() {
         let pml4e = f.entry_addr(cr3, USER_VA, 4);
         let good = f.read(pml4e);
         f.write(pml4e, good | PS);
-        assert!(matches!(kill(&mut s, &mut f, USER_VA), Kill::ReservedBits { level: 4, .. }));
+        assert!(matches!(
+            kill(&mut s, &mut f, USER_VA),
+            Kill::ReservedBits { level: 4, .. }
+        ));
         f.write(pml4e, good);
         let pdpte = f.entry_addr(cr3, USER_VA, 3);
         let good = f.read(pdpte);
         f.write(pdpte, 0x4000_0000 | P | RW | US | PS);
-        assert!(matches!(kill(&mut s, &mut f, USER_VA), Kill::GiantPage { .. }));
+        assert!(matches!(
+            kill(&mut s, &mut f, USER_VA),
+            Kill::GiantPage { .. }
+        ));
         f.write(pdpte, (GUEST_PAGES << 12) | P | RW | US);
-        assert!(matches!(kill(&mut s, &mut f, USER_VA), Kill::TableBeyondMemory { .. }));
+        assert!(matches!(
+            kill(&mut s, &mut f, USER_VA),
+            Kill::TableBeyondMemory { .. }
+        ));
         f.write(pdpte, good);
         // Reserved bits 13..=20 of a 2 MiB entry.
         let pde = f.entry_addr(cr3, USER_VA, 2);
         f.write(pde, 0x20_0000 | P | RW | US | PS | (1 << 13));
-        assert!(matches!(kill(&mut s, &mut f, USER_VA), Kill::ReservedBits { level: 2, .. }));
+        assert!(matches!(
+            kill(&mut s, &mut f, USER_VA),
+            Kill::ReservedBits { level: 2, .. }
+        ));
         // Nothing was shadowed by any of it.
         s.flush_all(&mut f);
         assert_eq!(s.pinned_pages(), 0);
@@ -235,8 +269,14 @@ fn switcher_slot_is_the_hosts() {
     let sw_va = 0xffff_0000_0000_0000 | ((SWITCHER_SLOT_4 as u64) << 39) | 0x5000;
     // Even if the guest maps it, the guest kernel may not touch it...
     f.map(cr3, sw_va, FRAME | P | RW, P | RW);
-    assert_eq!(s.page_fault(&mut f, sw_va, PF_W), Err(Kill::Switcher { va: sw_va }));
-    assert_eq!(s.translate(&mut f, sw_va, false), Err(Kill::Switcher { va: sw_va }));
+    assert_eq!(
+        s.page_fault(&mut f, sw_va, PF_W),
+        Err(Kill::Switcher { va: sw_va })
+    );
+    assert_eq!(
+        s.translate(&mut f, sw_va, false),
+        Err(Kill::Switcher { va: sw_va })
+    );
     // ... while guest user code just sees an unmapped page.
     assert_eq!(
         s.page_fault(&mut f, sw_va, PF_U | PF_P),
@@ -246,7 +286,8 @@ fn switcher_slot_is_the_hosts() {
     let slot_entry = || f.shadow_entry(root_pa(&s), SWITCHER_SLOT_4);
     assert_eq!(slot_entry(), SWITCHER_ENTRY);
     s.flush_all(&mut f);
-    s.entry_changed(&mut f, cr3 + 8 * SWITCHER_SLOT_4 as u64).unwrap();
+    s.entry_changed(&mut f, cr3 + 8 * SWITCHER_SLOT_4 as u64)
+        .unwrap();
     s.flush_one(&mut f, sw_va);
     assert_eq!(f.shadow_entry(root_pa(&s), SWITCHER_SLOT_4), SWITCHER_ENTRY);
     // A new root gets it as soon as it is switched to.
@@ -254,7 +295,10 @@ fn switcher_slot_is_the_hosts() {
     s.set_cr3(&mut f, cr3b).unwrap();
     assert_eq!(f.shadow_entry(root_pa(&s), SWITCHER_SLOT_4), SWITCHER_ENTRY);
     s.set_switcher_entry(SWITCHER_ENTRY + 0x1000);
-    assert_eq!(f.shadow_entry(root_pa(&s), SWITCHER_SLOT_4), SWITCHER_ENTRY + 0x1000);
+    assert_eq!(
+        f.shadow_entry(root_pa(&s), SWITCHER_SLOT_4),
+        SWITCHER_ENTRY + 0x1000
+    );
     check_invariants(&s, &f);
     s.destroy(&mut f);
     assert!(f.tables.is_empty());
@@ -460,14 +504,18 @@ fn a_stale_intermediate_table_is_rebuilt_from_the_guests_current_one() {
     // The guest points the PD entry at a new page table and flushes only USER_VA.
     let pde = f.entry_addr(cr3, USER_VA, 2);
     let new_pt = f.guest_page();
-    f.write(new_pt + 8 * idx(USER_VA + 0x1000, 1), (FRAME + 0x1000) | RWX_USER);
+    f.write(
+        new_pt + 8 * idx(USER_VA + 0x1000, 1),
+        (FRAME + 0x1000) | RWX_USER,
+    );
     f.write(pde, new_pt | RWX_USER);
     s.flush_one(&mut f, USER_VA);
     // The next fault below that PD entry replaces the shadow page table derived from the old one.
     touch(&mut s, &mut f, USER_VA + 0x1000, 0).unwrap();
     check_invariants(&s, &f);
     // And SET_PTE on the new table now reaches the new leaf.
-    s.entry_changed(&mut f, new_pt + 8 * idx(USER_VA + 0x1000, 1)).unwrap();
+    s.entry_changed(&mut f, new_pt + 8 * idx(USER_VA + 0x1000, 1))
+        .unwrap();
     assert_eq!(s.pinned_pages(), 0);
 }
 
@@ -520,7 +568,10 @@ fn release_forgets_an_address_space() {
     touch(&mut s, &mut f, KERN_VA, 0).unwrap();
     // Unknown is fine, invalid is not.
     s.release(&mut f, FRAME).unwrap();
-    assert_eq!(s.release(&mut f, cr3 + 8), Err(Kill::BadRoot { gpa: cr3 + 8 }));
+    assert_eq!(
+        s.release(&mut f, cr3 + 8),
+        Err(Kill::BadRoot { gpa: cr3 + 8 })
+    );
     assert!(s.release(&mut f, GUEST_PAGES << 12).is_err());
     check_invariants(&s, &f);
 }
@@ -528,7 +579,10 @@ fn release_forgets_an_address_space() {
 #[test]
 fn set_cr3_validates() {
     let (mut s, mut f, cr3) = setup(false);
-    assert_eq!(s.set_cr3(&mut f, cr3 + 1), Err(Kill::BadRoot { gpa: cr3 + 1 }));
+    assert_eq!(
+        s.set_cr3(&mut f, cr3 + 1),
+        Err(Kill::BadRoot { gpa: cr3 + 1 })
+    );
     assert!(s.set_cr3(&mut f, GUEST_PAGES << 12).is_err());
     assert_eq!(s.current_pml4(), Some(cr3));
 }
@@ -609,7 +663,7 @@ fn host_out_of_memory() {
 #[test]
 fn translate_walks_without_touching_the_shadow() {
     both(|la57| {
-        let (mut s, mut f, cr3) = setup(la57);
+        let (s, mut f, cr3) = setup(la57);
         f.map(cr3, KERN_VA, FRAME | P | RW, P | RW);
         f.map(cr3, KERN_VA + 0x1000, FRAME | P, P | RW);
         f.map(cr3, 0xffff_8880_0020_0000, 0x20_0000 | P | RW | PS, P | RW);
