@@ -20,6 +20,7 @@
 #include <linux/uaccess.h>
 #include <linux/vmalloc.h>
 #include <asm/cpufeature.h>
+#include <asm/fpu/xstate.h>
 #include <asm/hypervisor.h>
 #include <asm/mem_encrypt.h>
 #include <asm/pgtable.h>
@@ -252,6 +253,14 @@ static ssize_t lg_read(struct file *file, char __user *ubuf, size_t len, loff_t 
 		if (!fpu_alloc_guest_fpstate(&f->fpu))
 			return -ENOMEM;
 		f->fpu_allocated = true;
+		/*
+		 * The guest fpstate has room for the default features only: on hosts with XFD keep
+		 * the dynamic ones (AMX) disarmed, so a guest using them takes #NM instead of leaking
+		 * tile state. (Without XFD there are no dynamic features, and the kernel WARNs if we
+		 * ask.)
+		 */
+		if (boot_cpu_has(X86_FEATURE_XFD))
+			fpu_update_guest_xfd(&f->fpu, XFEATURE_MASK_USER_DYNAMIC);
 	}
 	/*
 	 * The guest gets its own FPU/SSE/AVX registers for the whole read(): the kernel saves and

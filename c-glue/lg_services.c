@@ -16,6 +16,7 @@
 #include <linux/uaccess.h>
 #include <asm/debugreg.h>
 #include <asm/desc.h>
+#include <asm/trapnr.h>
 #include <asm/idtentry.h>
 #include <asm/mce.h>
 #include <asm/msr.h>
@@ -188,6 +189,7 @@ static uint32_t lg_guest_enter_begin(void *ctx)
  * Back from the guest with interrupts still off: restore what we parked, then run the host
  * handlers for whatever interrupted the guest — a machine check, an NMI, a device interrupt —
  * before interrupts come back on (the local APIC has the interrupt in service already).
+ * `vector` is the exit's vector (256 and up: none).
  */
 static void lg_guest_enter_end(void *ctx, uint64_t vector, bool nmi, bool mce)
 {
@@ -197,6 +199,9 @@ static void lg_guest_enter_end(void *ctx, uint64_t vector, bool nmi, bool mce)
 		wrmsrl(MSR_IA32_SYSENTER_CS, f->sysenter_cs);
 	if (f->efer & EFER_SCE)
 		wrmsrl(MSR_EFER, f->efer);
+	/* A guest #DB (single step, ICEBP) leaves its status bits in DR6: do not hand them on. */
+	if (vector == X86_TRAP_DB)
+		set_debugreg(DR6_RESERVED, 6);
 	local_db_restore(f->dr7);
 
 	if (mce) {

@@ -25,7 +25,8 @@ pub struct LgKernelOps {
     /// (debug registers, EFER.SCE, SYSENTER_CS). Returns the CPU we are on.
     pub guest_enter_begin: unsafe extern "C" fn(ctx: *mut c_void) -> u32,
     /// Undo `guest_enter_begin`, first running the host handlers for what interrupted the guest:
-    /// a host interrupt (`vector` >= 32), an NMI, a machine check.
+    /// a host interrupt (the exit `vector` is 32..=255), an NMI, a machine check. A `vector`
+    /// of 256 or more means "no exception" (an aborted entry, or a fault inside the switcher).
     pub guest_enter_end: unsafe extern "C" fn(ctx: *mut c_void, vector: u64, nmi: bool, mce: bool),
     pub signal_pending: unsafe extern "C" fn() -> bool,
     /// `cond_resched()` and `try_to_freeze()`.

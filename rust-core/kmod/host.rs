@@ -110,11 +110,7 @@ impl Env for KernelEnv<'_> {
         let exit = unsafe { switch(base, cpu, root, shadow) };
         // SAFETY: see above; re-enables preemption and interrupts after running host handlers.
         let (nmi, mce) = unsafe { take_pending(base) };
-        let host_vector = if !exit.in_switcher && (32..256).contains(&exit.vector) {
-            exit.vector
-        } else {
-            0
-        };
+        let host_vector = if exit.in_switcher { 256 } else { exit.vector };
         // SAFETY: pairs with `guest_enter_begin`.
         unsafe {
             (ops().guest_enter_end)(

@@ -349,7 +349,10 @@ pub struct SharedPage {
     pub irq_vector: u64,
     /// Host: a number unique to this guest (MAC addresses, logs).
     pub guest_id: u64,
-    pub _reserved: [u64; 17],
+    /// Host: how many times this guest has exited to the host so far (world switches), updated
+    /// at every exit once the shared page exists. For measuring what an operation costs.
+    pub exits: u64,
+    pub _reserved: [u64; 16],
     /// Async ring status bytes ([`ASYNC_EMPTY`] / [`ASYNC_READY`]).
     pub hcall_status: [u8; ASYNC_RING],
     pub hcalls: [AsyncCall; ASYNC_RING],
@@ -369,6 +372,7 @@ static_assertions::const_assert_eq!(core::mem::offset_of!(SharedPage, kernel_cs)
 static_assertions::const_assert_eq!(core::mem::offset_of!(SharedPage, features), 0x50);
 static_assertions::const_assert_eq!(core::mem::offset_of!(SharedPage, irq_vector), 0x68);
 static_assertions::const_assert_eq!(core::mem::offset_of!(SharedPage, guest_id), 0x70);
+static_assertions::const_assert_eq!(core::mem::offset_of!(SharedPage, exits), 0x78);
 static_assertions::const_assert_eq!(core::mem::offset_of!(SharedPage, hcall_status), 0x100);
 static_assertions::const_assert_eq!(core::mem::offset_of!(SharedPage, hcalls), 0x140);
 

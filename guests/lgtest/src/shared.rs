@@ -60,6 +60,8 @@ fields! {
     noirq_end: AtomicU64;
     irq_vector: AtomicU64;
     guest_id: AtomicU64;
+    /// How many times the guest has exited to the host (world switches) so far.
+    exits: AtomicU64;
 }
 
 /// Status byte of async ring slot `i` (< `ASYNC_RING`).

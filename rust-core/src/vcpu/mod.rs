@@ -252,6 +252,10 @@ impl Vcpu {
                 }
             };
         }
+        if self.shared.is_some() {
+            let exits = self.exits;
+            self.write_shared(env, core::mem::offset_of!(abi::SharedPage, exits), exits)?;
+        }
         if self.shared.is_some() && exit.vector != u64::from(vector::HYPERCALL) {
             // Queued calls run before anything else the guest did (docs/abi.md §2.2).
             self.run_async_ring(env)?;

@@ -1,10 +1,25 @@
 //! Rough costs, printed as `bench: <name> <cycles per op> cycles` (not tests: nothing fails).
 
 use super::memory::{map_marked, scratch_va, DATA};
-use crate::{hcall, traps};
+use crate::{hcall, shared, traps};
 use core::arch::asm;
 use lg_core::abi::vector;
 use lgtest::pagetable::{self as pt, Level};
+
+fn exits() -> u64 {
+    shared::exits().load(core::sync::atomic::Ordering::Relaxed)
+}
+
+/// `bench: <name> <cycles> cycles <exits> exits`, both per operation.
+fn report(name: &str, cycles: u64, exits: u64, n: u64) {
+    let x100 = exits * 100 / n;
+    println!(
+        "bench: {name} {} cycles {}.{:02} exits",
+        cycles / n,
+        x100 / 100,
+        x100 % 100
+    );
+}
 
 fn rdtsc() -> u64 {
     let (lo, hi): (u32, u32);
@@ -29,22 +44,22 @@ pub fn run() {
 /// The cheapest hypercall, FLUSH_ASYNC with an empty ring: one exit to the host and back.
 fn hypercall() {
     const N: u64 = 1000;
-    let start = rdtsc();
+    let (start, x) = (rdtsc(), exits());
     for _ in 0..N {
         hcall::flush_async();
     }
-    println!("bench: hypercall {} cycles", (rdtsc() - start) / N);
+    report("hypercall", rdtsc() - start, exits() - x, N);
 }
 
 /// An exception reflected to the guest and returned from with IRET (#UD, skipped).
 fn trap_iret() {
     const N: u64 = 200;
-    let start = rdtsc();
+    let (start, x) = (rdtsc(), exits());
     for _ in 0..N {
         // SAFETY: ud2 traps and is skipped.
         let _ = unsafe { probe!(u64::from(vector::UD), ["ud2"]) };
     }
-    println!("bench: trap-iret {} cycles", (rdtsc() - start) / N);
+    report("trap-iret", rdtsc() - start, exits() - x, N);
 }
 
 /// A page fault reflected to the guest, repaired (PTE + SET_PTE) and retried.
@@ -57,15 +72,17 @@ fn page_fault() {
     };
     let mapped = pte.get() & !(pt::ACCESSED | pt::DIRTY);
     let mut total = 0;
+    let mut total_exits = 0;
     for _ in 0..N {
         pte.set(Level::Pte, 0);
         // SAFETY: the PTE and its frame are ours.
         let since = unsafe { traps::arm_repair(pte.gpa(), mapped) };
-        let start = rdtsc();
+        let (start, x) = (rdtsc(), exits());
         // SAFETY: the read faults, is repaired, and is retried.
         let _ =
             unsafe { probe!(@armed since, ["mov ({va}), {x}"], va = in(reg) va, x = out(reg) _) };
         total += rdtsc() - start;
+        total_exits += exits() - x;
     }
-    println!("bench: page-fault {} cycles", total / N);
+    report("page-fault", total, total_exits, N);
 }
