@@ -1,5 +1,6 @@
 //! `lgprobe fuzz [N] [SEED]`: N random writes (and some reads) over a handful of fds, from two
-//! threads, each result checked against the model in `model.rs`.
+//! threads, each result checked against the model in `model.rs`. The owner's first read with a
+//! big enough buffer runs the (garbage) guest, which dies: from then on that fd is dead.
 
 use std::collections::BTreeMap;
 use std::os::fd::OwnedFd;
@@ -9,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use lg_core::abi::{self, lhreq};
 
-use crate::model::{DevModel, Effect, Expect, Limits};
-use crate::proto::{self, Mapping, Outcome};
+use crate::model::{describe_record, read_effect, DevModel, Effect, Expect, Limits, ReadExpect};
+use crate::proto::{self, Mapping, Outcome, ReadOutcome};
 use crate::report::{hex, Report};
 use crate::watchdog;
 
@@ -205,6 +206,17 @@ fn bad_field(rng: &mut Rng, field: usize, ctx: &GenCtx) -> u64 {
     rng.pick(cands)
 }
 
+/// A read buffer size: mostly big enough for the whole record, often too small (EINVAL) or
+/// cutting the record short.
+pub fn gen_read_len(rng: &mut Rng) -> usize {
+    let min = abi::MIN_READ;
+    match rng.below(10) {
+        0..2 => rng.pick(&[0, 1, 8, 16, min as u64 - 1]) as usize,
+        2..4 => min + rng.below(48) as usize,
+        _ => proto::READ_BUF,
+    }
+}
+
 /// Is this write exactly BREAK 1, which blocks its writer on a ready device?
 fn is_break_on(bytes: &[u8]) -> bool {
     bytes == proto::bytes(&[lhreq::BREAK, 1]).as_slice()
@@ -218,13 +230,18 @@ struct Slot {
 
 enum Job {
     Write(Arc<OwnedFd>, Vec<u8>),
-    Read(Arc<OwnedFd>),
+    Read(Arc<OwnedFd>, usize),
+}
+
+enum Done {
+    Wrote(Outcome),
+    Read(ReadOutcome),
 }
 
 /// A second thread that writes and reads on request, so that ownership (EPERM) is exercised.
 struct Helper {
     jobs: mpsc::Sender<Job>,
-    results: mpsc::Receiver<Outcome>,
+    results: mpsc::Receiver<Done>,
 }
 
 impl Helper {
@@ -234,8 +251,8 @@ impl Helper {
         std::thread::spawn(move || {
             for job in job_rx {
                 let r = match job {
-                    Job::Write(fd, b) => proto::write(&*fd, &b),
-                    Job::Read(fd) => proto::read(&*fd),
+                    Job::Write(fd, b) => Done::Wrote(proto::write(&*fd, &b)),
+                    Job::Read(fd, len) => Done::Read(proto::read_len(&*fd, len)),
                 };
                 if res_tx.send(r).is_err() {
                     break;
@@ -245,7 +262,7 @@ impl Helper {
         Helper { jobs, results }
     }
 
-    fn run(&self, job: Job) -> Outcome {
+    fn run(&self, job: Job) -> Done {
         if self.jobs.send(job).is_err() {
             watchdog::fatal("fuzz helper thread died");
         }
@@ -257,6 +274,20 @@ impl Helper {
             Err(_) => watchdog::fatal("fuzz helper thread did not answer"),
         }
     }
+
+    fn write(&self, fd: &Arc<OwnedFd>, b: &[u8]) -> Outcome {
+        match self.run(Job::Write(fd.clone(), b.to_vec())) {
+            Done::Wrote(r) => r,
+            Done::Read(_) => watchdog::fatal("fuzz helper thread answered a write with a read"),
+        }
+    }
+
+    fn read(&self, fd: &Arc<OwnedFd>, len: usize) -> ReadOutcome {
+        match self.run(Job::Read(fd.clone(), len)) {
+            Done::Read(r) => r,
+            Done::Wrote(_) => watchdog::fatal("fuzz helper thread answered a read with a write"),
+        }
+    }
 }
 
 struct Fuzzer<'a> {
@@ -265,6 +296,10 @@ struct Fuzzer<'a> {
     helper: Helper,
     tally: BTreeMap<String, u64>,
     ops: u64,
+    /// A dead guest's reason has been printed.
+    noted: bool,
+    /// Guests run (by a read) until they died.
+    deaths: u64,
 }
 
 impl Fuzzer<'_> {
@@ -286,22 +321,37 @@ impl Fuzzer<'_> {
         } else if who == MAIN {
             proto::write(&*slot.fd, b).into()
         } else {
-            self.helper
-                .run(Job::Write(slot.fd.clone(), b.to_vec()))
-                .into()
+            self.helper.write(&slot.fd, b).into()
         };
         self.judge(|| format!("thread {who} writes [{}]", hex(b)), want, got);
         slot.model.observe_write(b, who, got);
     }
 
-    fn read(&mut self, slot: &Slot, caller: u64) {
-        let want = slot.model.expect_read(caller);
+    /// One read by `caller` into a `len`-byte buffer.
+    fn read(&mut self, slot: &mut Slot, caller: u64, len: usize) {
+        let want = slot.model.expect_read(caller, len);
         let got = if caller == MAIN {
-            proto::read(&*slot.fd)
+            proto::read_len(&*slot.fd, len)
         } else {
-            self.helper.run(Job::Read(slot.fd.clone()))
+            self.helper.read(&slot.fd, len)
         };
-        self.judge(|| format!("thread {caller} reads"), want, got.into());
+        if let (Ok(b), ReadExpect::Dead { .. }, false) = (&got, &want, self.noted) {
+            self.noted = true;
+            self.rep
+                .note(&format!("fuzz: guests die with {}", describe_record(b)));
+        }
+        let n = self.ops;
+        self.ops += 1;
+        *self.tally.entry(read_effect(&got)).or_default() += 1;
+        self.rep.quiet(
+            || format!("fuzz op {n}: thread {caller} reads {len} bytes"),
+            want.judge(&got),
+        );
+        let was_dead = slot.model.is_dead();
+        slot.model.observe_read(caller, len, &got);
+        if !was_dead && slot.model.is_dead() {
+            self.deaths += 1;
+        }
     }
 
     /// BREAK 1 from a fresh thread. If it has not returned after a moment, release it with
@@ -360,6 +410,8 @@ pub fn run(rep: &mut Report, n: u64, seed: u64) -> Result<(), String> {
         helper: Helper::start(),
         tally: BTreeMap::new(),
         ops: 0,
+        noted: false,
+        deaths: 0,
     };
     for _ in 0..n {
         let i = rng.below(SLOTS as u64) as usize;
@@ -368,7 +420,8 @@ pub fn run(rep: &mut Report, n: u64, seed: u64) -> Result<(), String> {
         }
         let caller = if rng.one_in(5) { HELPER } else { MAIN };
         if rng.one_in(12) {
-            fz.read(&slots[i], caller);
+            let len = gen_read_len(&mut rng);
+            fz.read(&mut slots[i], caller, len);
         } else {
             let ctx = GenCtx {
                 mem_base: mems[i].base(),
@@ -380,17 +433,28 @@ pub fn run(rep: &mut Report, n: u64, seed: u64) -> Result<(), String> {
         }
     }
     let tally: Vec<String> = fz.tally.iter().map(|(k, v)| format!("{k}: {v}")).collect();
-    fz.rep
-        .note(&format!("fuzz: {} results; {}", fz.ops, tally.join(", ")));
+    fz.rep.note(&format!(
+        "fuzz: {} results; {}; {} guests ran until they died",
+        fz.ops,
+        tally.join(", "),
+        fz.deaths
+    ));
     Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::ptr::NonNull;
+
+    use lg_core::abi::{exit, record};
     use lg_core::device::{Device, WriteOutcome};
     use lg_core::errno::Errno;
     use lg_core::protocol::HostLimits;
+    use lg_core::shadow::{MemFault, Shadow, ShadowHost, TablePage};
+    use lg_core::vcpu::{CpuState, Env, Exit, HostFacts};
+
+    use crate::model::check_dead_record;
 
     const HOST: HostLimits = HostLimits {
         user_top: 0x0000_7fff_ffff_f000,
@@ -401,11 +465,170 @@ mod tests {
         pfn_limit: 256,
         user_top: HOST.user_top,
     };
+    /// The page-fault vector and the error code of a supervisor instruction fetch from a
+    /// not-present page.
+    const PF: u64 = 14;
+    const PF_FETCH: u64 = 0x10;
+    /// Fake host frames and table pages live far above anything a test guest has.
+    const PIN_OFFSET: u64 = 0x10_0000;
+    const TABLE_PA_BASE: u64 = 0x40_0000_0000;
 
+    /// The host side of the fake: shadow table pages and pins, which a vCPU may keep from one
+    /// read to the next, and the number of guest entries. Everything must be handed back by the
+    /// time every device is torn down.
+    #[derive(Default)]
+    struct FakeHost {
+        tables: BTreeMap<u64, NonNull<[u64; 512]>>,
+        next_table: u64,
+        pins: BTreeMap<u64, u64>,
+        entries: u64,
+    }
+
+    impl FakeHost {
+        fn assert_empty(&self) {
+            assert!(self.tables.is_empty(), "shadow tables leaked");
+            assert!(self.pins.is_empty(), "pins leaked: {:?}", self.pins);
+        }
+    }
+
+    /// What a vCPU of `dev` sees during one read (or its teardown): guest memory is all zeros
+    /// (reads give zeros, writes are dropped), so the guest's first instruction fetch faults, the
+    /// shadow walk of the zeroed guest tables finds nothing present, and the vCPU kills the guest
+    /// before it ever made `LHCALL_INIT`, exactly what the module does to lgprobe's guests.
+    struct FakeEnv<'a> {
+        host: &'a mut FakeHost,
+        dev: &'a Device,
+    }
+
+    impl ShadowHost for FakeEnv<'_> {
+        fn read_gpa(&mut self, gpa: u64) -> Result<u64, MemFault> {
+            assert!(gpa.is_multiple_of(8), "misaligned read_gpa {gpa:#x}");
+            Ok(0)
+        }
+
+        fn write_gpa(&mut self, gpa: u64, _val: u64) -> Result<(), MemFault> {
+            assert!(gpa.is_multiple_of(8), "misaligned write_gpa {gpa:#x}");
+            Ok(())
+        }
+
+        fn pin(&mut self, gpa: u64) -> Result<u64, MemFault> {
+            assert!(gpa.is_multiple_of(4096), "pin of unaligned {gpa:#x}");
+            let pfn = (gpa >> 12) + PIN_OFFSET;
+            *self.host.pins.entry(pfn).or_default() += 1;
+            Ok(pfn)
+        }
+
+        fn unpin(&mut self, host_pfn: u64) {
+            let n = self
+                .host
+                .pins
+                .get_mut(&host_pfn)
+                .expect("unpin of a frame that is not pinned");
+            *n -= 1;
+            if *n == 0 {
+                self.host.pins.remove(&host_pfn);
+            }
+        }
+
+        fn alloc_table(&mut self) -> Option<TablePage> {
+            let ptr = NonNull::from(Box::leak(Box::new([0u64; 512])));
+            let pa = TABLE_PA_BASE + 4096 * self.host.next_table;
+            self.host.next_table += 1;
+            self.host.tables.insert(pa, ptr);
+            Some(TablePage { pa, ptr })
+        }
+
+        fn free_table(&mut self, table: TablePage) {
+            let ptr = self
+                .host
+                .tables
+                .remove(&table.pa)
+                .expect("free of a table that was not allocated");
+            assert_eq!(ptr, table.ptr);
+            // SAFETY (test): from Box::leak in alloc_table, removed from the map: freed once.
+            drop(unsafe { Box::from_raw(ptr.as_ptr()) });
+        }
+    }
+
+    impl Env for FakeEnv<'_> {
+        fn read_gpa_bytes(&mut self, _gpa: u64, buf: &mut [u8]) -> Result<(), ()> {
+            buf.fill(0);
+            Ok(())
+        }
+
+        fn write_gpa_bytes(&mut self, _gpa: u64, _buf: &[u8]) -> Result<(), ()> {
+            Ok(())
+        }
+
+        /// The shadow is empty and the guest memory zero: the CPU faults on the first fetch.
+        fn run_guest(&mut self, cpu: &mut CpuState, shadow: &mut Shadow) -> Exit {
+            assert!(shadow.root_pa().is_some(), "entered with no shadow root");
+            assert_eq!(cpu.regs.cs & 3, 1, "entered outside ring 1");
+            self.host.entries += 1;
+            Exit {
+                vector: PF,
+                err: PF_FETCH,
+                cr2: cpu.regs.rip,
+                in_switcher: false,
+                rip: cpu.regs.rip,
+            }
+        }
+
+        fn signal_pending(&mut self) -> bool {
+            false
+        }
+
+        fn break_requested(&mut self) -> bool {
+            self.dev.break_requested()
+        }
+
+        fn take_irqs(&mut self) -> u32 {
+            self.dev.take_irqs()
+        }
+
+        fn clear_irqs(&mut self, mask: u32) {
+            self.dev.clear_irqs(mask);
+        }
+
+        fn set_timer(&mut self, _ns: Option<u64>) {}
+
+        fn wait_for_irq(&mut self, _wake_mask: u32) {
+            panic!("a guest that never made LHCALL_INIT cannot halt");
+        }
+
+        fn yield_point(&mut self) {}
+
+        fn realtime_ns(&mut self) -> u64 {
+            0
+        }
+
+        fn facts(&self) -> HostFacts {
+            HostFacts {
+                la57: false,
+                reserved: HOST.switcher,
+                switcher_slot: ((HOST.switcher.0 >> 39) & 511) as usize,
+                tsc_khz: 1_000_000,
+                stable_tsc: true,
+                guest_id: self.dev.id(),
+                phys_bits: 46,
+                ..HostFacts::default()
+            }
+        }
+    }
+
+    /// One write to the real state machine. A BREAK 1 is released at once with BREAK 0, as the
+    /// fuzzer does in the VM, so no break is in force when the owner next reads.
     fn device_write(d: &Device, b: &[u8], caller: u64) -> Effect {
         match d.write(b, caller, &HOST) {
             Ok(WriteOutcome::Return(n)) => Effect::Ret(n),
-            Ok(WriteOutcome::WaitForBreakOff) => Effect::Block,
+            Ok(WriteOutcome::WaitForBreakOff) => {
+                let off = proto::bytes(&[lhreq::BREAK, 0]);
+                assert_eq!(
+                    d.write(&off, caller, &HOST),
+                    Ok(WriteOutcome::WakeBreakWaiters)
+                );
+                Effect::Block
+            }
             Ok(WriteOutcome::WakeBreakWaiters | WriteOutcome::Initialized) => {
                 Effect::Ret(b.len() as u64)
             }
@@ -413,14 +636,42 @@ mod tests {
         }
     }
 
+    /// One read of a `len`-byte buffer from the real state machine: the bytes it hands out.
+    fn device_read(d: &Device, host: &mut FakeHost, caller: u64, len: usize) -> ReadOutcome {
+        let mut out = Vec::new();
+        let mut env = FakeEnv { host, dev: d };
+        let n = d.read(caller, &mut env, len, |header, payload| {
+            out.extend_from_slice(header);
+            out.extend_from_slice(payload);
+            Ok(())
+        })?;
+        assert_eq!(
+            n,
+            out.len(),
+            "read returned {n} but handed out {}",
+            out.len()
+        );
+        assert!(
+            n <= len,
+            "read handed out {n} bytes for a {len}-byte buffer"
+        );
+        Ok(out)
+    }
+
+    fn teardown(d: &Device, host: &mut FakeHost) {
+        d.teardown(&mut FakeEnv { host, dev: d });
+    }
+
     /// Drive the model and the real state machine with the same random operations; every result
-    /// must be allowed by the model. Returns how often each result occurred.
+    /// must be allowed by the model, and the guest must be entered exactly once per death.
+    /// Returns how often each result occurred.
     fn agree(seed: u64, n: usize, switcher: Option<(u64, u64)>) -> BTreeMap<String, u64> {
         let limits = Limits {
             user_top: HOST.user_top,
             switcher,
         };
         let mut rng = Rng::new(seed);
+        let mut host = FakeHost::default();
         let mut devs: Vec<(Device, DevModel)> = (0..SLOTS)
             .map(|_| (Device::new(), DevModel::default()))
             .collect();
@@ -428,29 +679,45 @@ mod tests {
         for op in 0..n {
             let i = rng.below(SLOTS as u64) as usize;
             if rng.one_in(REOPEN_ONE_IN) {
+                teardown(&devs[i].0, &mut host);
                 devs[i] = (Device::new(), DevModel::default());
             }
             let caller = 1 + rng.below(3);
             let (dev, model) = &mut devs[i];
-            let (want, got, what) = if rng.one_in(12) {
+            let (verdict, key, what) = if rng.one_in(12) {
+                let len = gen_read_len(&mut rng);
+                let want = model.expect_read(caller, len);
+                let (was_dead, entries) = (model.is_dead(), host.entries);
+                let got = device_read(dev, &mut host, caller, len);
+                let entered = host.entries - entries;
+                let dies = !was_dead && got.is_ok();
+                assert_eq!(
+                    entered,
+                    u64::from(dies),
+                    "seed {seed:#x} op {op}: guest entered {entered} times by a read of {len}"
+                );
+                model.observe_read(caller, len, &got);
                 (
-                    model.expect_read(caller),
-                    dev.read(caller).into(),
-                    "read".to_string(),
+                    want.judge(&got),
+                    read_effect(&got),
+                    format!("read of {len} bytes"),
                 )
             } else {
                 let b = gen_write(&mut rng, &CTX);
                 let want = model.expect_write(&b, caller, &limits);
                 let got = device_write(dev, &b, caller);
                 model.observe_write(&b, caller, got);
-                (want, got, hex(&b))
+                (want.judge(got), got.to_string(), hex(&b))
             };
-            assert!(
-                want.allows(got),
-                "seed {seed:#x} op {op} caller {caller} {what}: got {got}, want {want}"
-            );
-            *tally.entry(got.to_string()).or_default() += 1;
+            if let Err(e) = verdict {
+                panic!("seed {seed:#x} op {op} caller {caller} {what}: {e}");
+            }
+            *tally.entry(key).or_default() += 1;
         }
+        for (dev, _) in &devs {
+            teardown(dev, &mut host);
+        }
+        host.assert_empty();
         tally
     }
 
@@ -471,7 +738,15 @@ mod tests {
         let tally = agree(42, 10_000, Some(HOST.switcher));
         let block = Effect::Block.to_string();
         for want in [
-            "16", "56", "EINVAL", "EPROTO", "EBUSY", "EPERM", "ENOENT", "ENOSYS", &block,
+            "16",
+            "56",
+            "EINVAL",
+            "EPROTO",
+            "EBUSY",
+            "EPERM",
+            "ENOENT",
+            "DEAD record",
+            &block,
         ] {
             assert!(
                 tally.get(want).copied().unwrap_or(0) > 0,
@@ -498,6 +773,85 @@ mod tests {
             seen.iter().all(|s| *s),
             "some length in 0..=80 never generated"
         );
+        let lens: Vec<usize> = (0..1000).map(|_| gen_read_len(&mut rng)).collect();
+        assert!(lens.iter().any(|&l| l < abi::MIN_READ));
+        assert!(lens.contains(&abi::MIN_READ));
+        assert!(lens.contains(&proto::READ_BUF));
+    }
+
+    /// The garbage guest's life on the real state machine, step by step, with the model's
+    /// prediction for each step.
+    #[test]
+    fn garbage_guest_dies_on_first_read() {
+        let limits = Limits {
+            user_top: HOST.user_top,
+            switcher: Some(HOST.switcher),
+        };
+        let init = proto::bytes(&[0, abi::VERSION, CTX.mem_base, 256, GOOD, 0, 0x1000]);
+        let mut host = FakeHost::default();
+        let d = Device::new();
+        let mut m = DevModel::default();
+        let read = |m: &mut DevModel, host: &mut FakeHost, caller, len| {
+            let got = device_read(&d, host, caller, len);
+            m.expect_read(caller, len).judge(&got).unwrap();
+            m.observe_read(caller, len, &got);
+            got
+        };
+        assert_eq!(read(&mut m, &mut host, 1, 512), Err(Errno::EINVAL));
+        assert_eq!(device_write(&d, &init, 1), Effect::Ret(56));
+        m.observe_write(&init, 1, Effect::Ret(56));
+        assert_eq!(device_write(&d, &proto::bytes(&[2, 7]), 1), Effect::Ret(16));
+        // Refusals run nothing: not the owner, then a buffer under MIN_READ.
+        assert_eq!(read(&mut m, &mut host, 2, 16), Err(Errno::EPERM));
+        assert_eq!(read(&mut m, &mut host, 1, 16), Err(Errno::EINVAL));
+        assert_eq!(read(&mut m, &mut host, 1, 23), Err(Errno::EINVAL));
+        assert_eq!(host.entries, 0);
+        assert!(!m.is_dead());
+        // The first real read enters the guest once; it faults and dies.
+        let short = read(&mut m, &mut host, 1, 24).unwrap();
+        assert_eq!(host.entries, 1);
+        assert!(m.is_dead());
+        assert_eq!(short.len(), 24);
+        assert_eq!(&short[..8], &record::DEAD.to_le_bytes());
+        assert_eq!(&short[8..16], &exit::KILLED.to_le_bytes());
+        let full = read(&mut m, &mut host, 1, 512).unwrap();
+        check_dead_record(&full, 512).unwrap();
+        assert!(full.starts_with(&short));
+        let reason = String::from_utf8_lossy(&full[16..]).into_owned();
+        assert!(
+            reason.contains("page fault") && reason.contains("before INIT"),
+            "{reason}"
+        );
+        assert_eq!(read(&mut m, &mut host, 1, 4096).unwrap(), full);
+        assert_eq!(read(&mut m, &mut host, 1, 16), Err(Errno::EINVAL));
+        assert_eq!(read(&mut m, &mut host, 3, 512), Err(Errno::EPERM));
+        assert_eq!(host.entries, 1, "a dead guest was entered again");
+        // A dead guest keeps nothing.
+        host.assert_empty();
+        // Writes: parsing first (EINVAL), INITIALIZE is EBUSY, everything else ENOENT, from
+        // anyone; BREAK 1 does not block.
+        for (words, caller, want) in [
+            (vec![2, 0], 1, Effect::Fail(Errno::ENOENT)),
+            (vec![2, 0], 2, Effect::Fail(Errno::ENOENT)),
+            (vec![1, 0], 1, Effect::Fail(Errno::ENOENT)),
+            (vec![3, 0], 2, Effect::Fail(Errno::ENOENT)),
+            (vec![3, 1], 2, Effect::Fail(Errno::ENOENT)),
+            (vec![3, 1], 1, Effect::Fail(Errno::ENOENT)),
+            (vec![2, 32], 1, Effect::Fail(Errno::EINVAL)),
+            (vec![3, 2], 2, Effect::Fail(Errno::EINVAL)),
+            (vec![2], 1, Effect::Fail(Errno::EINVAL)),
+        ] {
+            let b = proto::bytes(&words);
+            assert_eq!(device_write(&d, &b, caller), want, "{words:?} by {caller}");
+            assert_eq!(m.expect_write(&b, caller, &limits), Expect::exactly(want));
+        }
+        assert_eq!(device_write(&d, &init, 1), Effect::Fail(Errno::EBUSY));
+        assert_eq!(
+            m.expect_write(&init, 2, &limits),
+            Expect::exactly(Effect::Fail(Errno::EBUSY))
+        );
+        teardown(&d, &mut host);
+        host.assert_empty();
     }
 
     #[test]
@@ -512,7 +866,8 @@ mod tests {
         let w = |m: &DevModel, words: &[u64], caller| {
             m.expect_write(&proto::bytes(words), caller, &limits).want
         };
-        assert_eq!(m.expect_read(1).want, Effect::Fail(Errno::EINVAL));
+        assert_eq!(m.expect_read(1, 512), ReadExpect::Fail(Errno::EINVAL));
+        assert_eq!(m.expect_read(1, 0), ReadExpect::Fail(Errno::EINVAL));
         assert_eq!(w(&m, &[3, 1], 1), Effect::Fail(Errno::EINVAL));
         assert_eq!(w(&m, &[2, 32], 1), Effect::Fail(Errno::EINVAL));
         let bad = m.expect_write(&init(HOST.switcher.0), 1, &limits);
@@ -533,11 +888,72 @@ mod tests {
         assert_eq!(w(&m, &[3, 1], 2), Effect::Block);
         assert_eq!(w(&m, &[3, (1 << 32) | 1], 2), Effect::Fail(Errno::EINVAL));
         assert_eq!(w(&m, &[1, 5], 1), Effect::Fail(Errno::ENOENT));
-        assert_eq!(m.expect_read(2).want, Effect::Fail(Errno::EPERM));
-        assert_eq!(
-            m.expect_read(1).want,
-            Effect::Fail(crate::model::OWNER_READ)
+        // Reads: ownership before length, length before running.
+        assert_eq!(m.expect_read(2, 16), ReadExpect::Fail(Errno::EPERM));
+        assert_eq!(m.expect_read(2, 512), ReadExpect::Fail(Errno::EPERM));
+        assert_eq!(m.expect_read(1, 23), ReadExpect::Fail(Errno::EINVAL));
+        assert!(matches!(
+            m.expect_read(1, 24),
+            ReadExpect::Dead { len: 24, .. }
+        ));
+        // A refused read kills nothing.
+        m.observe_read(1, 16, &Err(Errno::EINVAL));
+        m.observe_read(2, 512, &Err(Errno::EPERM));
+        assert!(!m.is_dead());
+        // The first record: the guest is dead, and the record must never change.
+        let mut rec = proto::bytes(&[record::DEAD, exit::KILLED]);
+        rec.extend_from_slice(b"page fault before INIT");
+        let want = m.expect_read(1, 24);
+        assert_eq!(want.judge(&Ok(rec[..24].to_vec())), Ok(()));
+        assert!(want.judge(&Ok(rec.clone())).is_err(), "longer than 24");
+        assert!(want.judge(&Err(Errno::ENOSYS)).is_err());
+        m.observe_read(1, 24, &Ok(rec[..24].to_vec()));
+        assert!(m.is_dead());
+        let want = m.expect_read(1, 512);
+        assert_eq!(want.judge(&Ok(rec.clone())), Ok(()));
+        let mut other = rec.clone();
+        other[16] = b'P';
+        assert!(
+            want.judge(&Ok(other)).is_err(),
+            "differs from the prefix seen"
         );
+        m.observe_read(1, 512, &Ok(rec.clone()));
+        let want = m.expect_read(1, 512);
+        assert_eq!(want.judge(&Ok(rec.clone())), Ok(()));
+        let mut longer = rec.clone();
+        longer.push(b'!');
+        assert!(
+            want.judge(&Ok(longer)).is_err(),
+            "longer than the whole record"
+        );
+        assert!(want.judge(&Ok(rec[..30].to_vec())).is_err(), "shorter");
+        assert_eq!(m.expect_read(1, 30).judge(&Ok(rec[..30].to_vec())), Ok(()));
+        // Malformed records.
+        let bad = |b: &[u8]| check_dead_record(b, 512).is_err();
+        assert!(bad(&rec[..16]), "no reason");
+        assert!(bad(&proto::bytes(&[record::CONSOLE, exit::KILLED, 0x4141])));
+        assert!(bad(&proto::bytes(&[record::DEAD, exit::CRASHED, 0x4141])));
+        let mut unprintable = rec.clone();
+        unprintable.push(0);
+        assert!(bad(&unprintable));
+        assert!(
+            check_dead_record(&rec, 24).is_err(),
+            "longer than the buffer"
+        );
+        // After death: writes ENOENT from anyone (parsing and INITIALIZE first), reads EPERM for
+        // others and EINVAL for short buffers, as before.
+        assert_eq!(w(&m, &[2, 31], 1), Effect::Fail(Errno::ENOENT));
+        assert_eq!(w(&m, &[2, 31], 2), Effect::Fail(Errno::ENOENT));
+        assert_eq!(w(&m, &[3, 1], 2), Effect::Fail(Errno::ENOENT));
+        assert_eq!(w(&m, &[3, 0], 1), Effect::Fail(Errno::ENOENT));
+        assert_eq!(w(&m, &[1, 0], 1), Effect::Fail(Errno::ENOENT));
+        assert_eq!(w(&m, &[2, 32], 1), Effect::Fail(Errno::EINVAL));
+        assert_eq!(
+            m.expect_write(&init(GOOD), 1, &limits).want,
+            Effect::Fail(Errno::EBUSY)
+        );
+        assert_eq!(m.expect_read(2, 512), ReadExpect::Fail(Errno::EPERM));
+        assert_eq!(m.expect_read(1, 16), ReadExpect::Fail(Errno::EINVAL));
         // Unknown switcher: a kernel-half entry may go either way, a user-half one may not.
         let unknown = Limits {
             switcher: None,

@@ -15,10 +15,13 @@ use report::Report;
 
 const USAGE: &str = "\
 usage: lgprobe <subcommand>
-  protocol            every request, length, argument, state and bad pointer, exact errnos
-  fuzz [N] [SEED]     N random writes checked against a model (default 10000, seed from the clock)
+  protocol            every request, read length, argument, state (uninitialized, ready, dead)
+                      and bad pointer, exact errnos and records
+  fuzz [N] [SEED]     N random writes and reads checked against a model (default 10000, seed
+                      from the clock)
   openclose [N]       N open/close cycles, every other one with a guest (default 1000)
-  threads             close during reads, BREAK blocking/waking/EINTR, INITIALIZE races
+  threads             close during reads, a read during BREAK 1, BREAK blocking/waking/EINTR,
+                      INITIALIZE races
   all                 protocol, fuzz 10000, openclose 1000, threads
 environment: LGPROBE_DEVICE (default /dev/lguest), LGPROBE_SWITCHER=START:END (switcher range,
   if known: enables the entry-point-in-switcher checks)";

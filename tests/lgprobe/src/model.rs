@@ -4,14 +4,11 @@
 
 use std::fmt;
 
-use lg_core::abi;
+use lg_core::abi::{self, exit, record};
 use lg_core::errno::Errno;
 
-use crate::proto::Outcome;
-
-/// What `read()` by the owner returns on a ready device. The next milestone replaces this with
-/// running the guest; the protocol suite's `read_after_init_is_enosys` is the check to change.
-pub const OWNER_READ: Errno = Errno::ENOSYS;
+use crate::proto::{Outcome, ReadOutcome};
+use crate::report::{hex, show};
 
 /// What INITIALIZE validation depends on.
 #[derive(Clone, Copy, Debug)]
@@ -93,10 +90,136 @@ impl fmt::Display for Expect {
     }
 }
 
-/// One open file, as the model sees it: initialized or not, and by whom.
-#[derive(Clone, Copy, Default, Debug)]
+/// One open file, as the model sees it: initialized or not, by whom, and whether its guest has
+/// died.
+///
+/// lgprobe's guests are garbage (zeroed or inaccessible memory), so the owner's first `read()`
+/// that gets as far as running the guest kills it: the guest faults on its first instruction
+/// before `LHCALL_INIT`. From then on every read returns the same `DEAD`/`KILLED` record and every
+/// valid write but `INITIALIZE` fails with `ENOENT`.
+#[derive(Clone, Default, Debug)]
 pub struct DevModel {
     owner: Option<u64>,
+    /// Set once the guest has died: as much of its record as the reads so far have seen.
+    dead: Option<Known>,
+}
+
+/// What the reads so far have seen of a dead guest's record.
+#[derive(Clone, Default, Debug, PartialEq, Eq)]
+pub struct Known {
+    /// The longest prefix of the record read so far.
+    pub bytes: Vec<u8>,
+    /// Some read had room to spare, so `bytes` is the whole record.
+    pub complete: bool,
+}
+
+/// What a `read()` must return.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ReadExpect {
+    Fail(Errno),
+    /// The `DEAD`/`KILLED` record (see [`check_dead_record`]), cut to the `len`-byte buffer, and
+    /// agreeing with what earlier reads saw of it.
+    Dead {
+        len: usize,
+        known: Known,
+    },
+}
+
+impl ReadExpect {
+    /// `Ok(())` if `got` is allowed, else a "got X, want Y" detail.
+    pub fn judge(&self, got: &ReadOutcome) -> Result<(), String> {
+        match (self, got) {
+            (ReadExpect::Fail(want), Err(e)) if e == want => Ok(()),
+            (ReadExpect::Dead { len, known }, Ok(b)) => {
+                check_dead_record(b, *len)?;
+                let n = (*len).min(known.bytes.len());
+                let agrees = b.get(..n) == known.bytes.get(..n);
+                if !agrees || (known.complete && b.len() != n) {
+                    let want = known.bytes.get(..n).unwrap_or(&[]);
+                    return Err(format!(
+                        "the record changed: got [{}], earlier [{}]{}",
+                        hex(b),
+                        hex(want),
+                        if known.complete { "" } else { "..." }
+                    ));
+                }
+                Ok(())
+            }
+            (want, got) => Err(format!("got {}, want {want}", show_read(got))),
+        }
+    }
+}
+
+impl fmt::Display for ReadExpect {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ReadExpect::Fail(e) => f.write_str(&crate::report::errno_name(*e)),
+            ReadExpect::Dead { len, .. } => {
+                write!(f, "a DEAD/KILLED record (buffer of {len} bytes)")
+            }
+        }
+    }
+}
+
+/// `EINVAL` for a failed read, `DEAD record` for one that returned a record (the fuzzer's tally).
+pub fn read_effect(got: &ReadOutcome) -> String {
+    match got {
+        Ok(_) => "DEAD record".into(),
+        Err(e) => crate::report::errno_name(*e),
+    }
+}
+
+/// A read's result for a failure message: the errno, or the length and the bytes.
+pub fn show_read(got: &ReadOutcome) -> String {
+    match got {
+        Ok(b) => format!("{} bytes [{}]", b.len(), hex(b)),
+        Err(e) => show(Err(*e)),
+    }
+}
+
+/// Check `b`, what a read into a `len`-byte buffer returned, as the record of a guest the host
+/// killed: `u64 record::DEAD`, `u64 exit::KILLED`, then a non-empty reason of printable ASCII, all
+/// cut to the buffer.
+pub fn check_dead_record(b: &[u8], len: usize) -> Result<(), String> {
+    let bad = |why: &str| Err(format!("{why}: {} bytes [{}]", b.len(), hex(b)));
+    if b.len() > len {
+        return bad(&format!("more than the {len}-byte buffer"));
+    }
+    if b.len() <= 16 {
+        return bad("not a DEAD record with a reason (at most 16 bytes)");
+    }
+    let word = |i: usize| {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&b[8 * i..8 * i + 8]);
+        u64::from_le_bytes(w)
+    };
+    if word(0) != record::DEAD {
+        return bad(&format!(
+            "record kind {} is not DEAD ({})",
+            word(0),
+            record::DEAD
+        ));
+    }
+    if word(1) != exit::KILLED {
+        return bad(&format!(
+            "exit kind {} is not KILLED ({})",
+            word(1),
+            exit::KILLED
+        ));
+    }
+    if let Some(i) = b[16..].iter().position(|c| !(0x20..0x7f).contains(c)) {
+        return bad(&format!(
+            "reason byte {i} ({:#04x}) is not printable",
+            b[16 + i]
+        ));
+    }
+    Ok(())
+}
+
+/// "KILLED: <reason>" for the log.
+pub fn describe_record(b: &[u8]) -> String {
+    let reason = b.get(16..).unwrap_or(&[]);
+    format!("KILLED: {}", String::from_utf8_lossy(reason))
 }
 
 /// The words of a write, if its length is a whole number of words no longer than the longest
@@ -142,6 +265,10 @@ impl DevModel {
         let Some(owner) = self.owner else {
             return einval;
         };
+        // Death comes before the owner check: even a non-owner's BREAK or IRQ gets ENOENT.
+        if self.dead.is_some() {
+            return Expect::fail(Errno::ENOENT);
+        }
         match req {
             3 if arg == 1 => Expect::exactly(Effect::Block),
             3 => Expect::exactly(Effect::Ret(16)),
@@ -151,19 +278,43 @@ impl DevModel {
         }
     }
 
-    /// What `read()` by `caller` must get.
-    pub fn expect_read(&self, caller: u64) -> Expect {
+    /// What `read()` by `caller` into a `len`-byte buffer must get: EINVAL before initialization,
+    /// EPERM for anyone but the owner, EINVAL for a buffer under `MIN_READ` (before anything
+    /// runs), else the dead guest's record (the first such read is what kills it).
+    pub fn expect_read(&self, caller: u64, len: usize) -> ReadExpect {
         match self.owner {
-            None => Expect::fail(Errno::EINVAL),
-            Some(o) if o != caller => Expect::fail(Errno::EPERM),
-            Some(_) => Expect::fail(OWNER_READ),
+            None => ReadExpect::Fail(Errno::EINVAL),
+            Some(o) if o != caller => ReadExpect::Fail(Errno::EPERM),
+            Some(_) if len < abi::MIN_READ => ReadExpect::Fail(Errno::EINVAL),
+            Some(_) => ReadExpect::Dead {
+                len,
+                known: self.dead.clone().unwrap_or_default(),
+            },
         }
+    }
+
+    /// Is the guest dead (as far as the reads so far show)?
+    pub fn is_dead(&self) -> bool {
+        self.dead.is_some()
     }
 
     /// Follow what the device actually did: a successful INITIALIZE makes `caller` the owner.
     pub fn observe_write(&mut self, bytes: &[u8], caller: u64, got: Effect) {
         if self.owner.is_none() && got == Effect::Ret(56) && as_init(bytes).is_some() {
             self.owner = Some(caller);
+        }
+    }
+
+    /// Follow a read: the owner reading a record means the guest is dead; remember the record.
+    pub fn observe_read(&mut self, caller: u64, len: usize, got: &ReadOutcome) {
+        let Ok(b) = got else { return };
+        if self.owner != Some(caller) || len < abi::MIN_READ {
+            return;
+        }
+        let known = self.dead.get_or_insert_with(Known::default);
+        if !known.complete && b.len() >= known.bytes.len() {
+            known.bytes.clone_from(b);
+            known.complete = b.len() < len;
         }
     }
 }

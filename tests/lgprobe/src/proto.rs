@@ -90,11 +90,42 @@ pub fn write_raw(fd: impl AsFd, ptr: *const u8, len: usize) -> Outcome {
     }
 }
 
-/// One `read()` into a small buffer.
+/// The result of one `read()`: the bytes read, or the errno.
+pub type ReadOutcome = Result<Vec<u8>, Errno>;
+
+/// A read buffer that holds any record whole (a `DEAD` record is at most 16 + 256 bytes).
+pub const READ_BUF: usize = 512;
+
+/// One `read()` into a [`READ_BUF`]-byte buffer: the byte count, or the errno.
 pub fn read(fd: impl AsFd) -> Outcome {
-    let _guard = watchdog::arm(format!("read from {}", device_path()), OP_TIMEOUT);
-    let mut buf = [0u8; 64];
-    rustix::io::read(fd, &mut buf[..]).map_err(errno)
+    read_len(fd, READ_BUF).map(|b| b.len())
+}
+
+/// One `read()` into a `len`-byte buffer: the bytes read, or the errno.
+pub fn read_len(fd: impl AsFd, len: usize) -> ReadOutcome {
+    let _guard = watchdog::arm(
+        format!("read ({len} bytes) from {}", device_path()),
+        OP_TIMEOUT,
+    );
+    let mut buf = vec![0u8; len];
+    let n = rustix::io::read(fd, &mut buf[..]).map_err(errno)?;
+    buf.truncate(n);
+    Ok(buf)
+}
+
+/// `read(fd, ptr, len)` into an arbitrary, possibly invalid, address: the EFAULT checks. Safe:
+/// the kernel validates `ptr`, and Rust never dereferences it.
+pub fn read_raw(fd: impl AsFd, ptr: *mut u8, len: usize) -> Outcome {
+    let _guard = watchdog::arm(format!("read into {ptr:p} ({len} bytes)"), OP_TIMEOUT);
+    // SAFETY: read(2) only writes `len` bytes at `ptr` in the kernel, which reports a bad address
+    // as EFAULT; no Rust reference to that memory is ever made.
+    let r = unsafe { libc::read(fd.as_fd().as_raw_fd(), ptr.cast(), len) };
+    if r < 0 {
+        let e = std::io::Error::last_os_error();
+        Err(Errno(e.raw_os_error().unwrap_or(0)))
+    } else {
+        Ok(r as usize)
+    }
 }
 
 /// The seven words of an INITIALIZE write.
@@ -201,6 +232,10 @@ impl Mapping {
     }
 
     pub fn ptr(&self) -> *const u8 {
+        self.addr.cast()
+    }
+
+    pub fn mut_ptr(&self) -> *mut u8 {
         self.addr.cast()
     }
 

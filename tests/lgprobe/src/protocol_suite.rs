@@ -1,5 +1,10 @@
 //! `lgprobe protocol`: every request code with every wrong length, every bad INITIALIZE argument,
 //! reads, ownership and bad pointers, each with the exact errno. Each check opens its own fd.
+//!
+//! lgprobe's guests are garbage (zeroed or inaccessible memory), so the owner's first read that
+//! gets as far as running one kills it: a `DEAD` record with exit kind `KILLED` and a reason. The
+//! checks that end with a read therefore also check that the device got that far; after a death,
+//! every valid write but INITIALIZE (EBUSY) fails with ENOENT.
 
 use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
@@ -9,9 +14,9 @@ use lg_core::errno::Errno;
 use lg_core::protocol::InitArgs;
 use rustix::mm::ProtFlags;
 
-use crate::model::OWNER_READ;
-use crate::proto::{self, bytes, good_args, init_words, Mapping, Outcome};
-use crate::report::{same, Report};
+use crate::model::{check_dead_record, describe_record, show_read};
+use crate::proto::{self, bytes, good_args, init_words, Mapping, Outcome, ReadOutcome, READ_BUF};
+use crate::report::{errno_name, hex, same, Report};
 
 const PAGE: u64 = abi::PAGE_SIZE;
 
@@ -39,14 +44,63 @@ fn still_uninit(fd: impl AsFd, mem: &Mapping) -> Result<(), String> {
     )
 }
 
-/// A ready fd still obeys its owner (this thread).
+/// A ready fd still obeys its owner (this thread): IRQ works, and a read runs the guest, which
+/// dies at once (lgprobe's guest memory is garbage).
 fn still_ready(fd: impl AsFd) -> Result<(), String> {
     step(
         "owner IRQ 5 afterwards",
         proto::write_words(&fd, &[lhreq::IRQ, 5]),
         Ok(16),
     )?;
-    step("owner read afterwards", proto::read(&fd), Err(OWNER_READ))
+    dead_read("owner read afterwards", &fd, READ_BUF).map(drop)
+}
+
+/// A read into a `len`-byte buffer that must return the dead guest's record: the record.
+fn dead_read(what: &str, fd: impl AsFd, len: usize) -> Result<Vec<u8>, String> {
+    match proto::read_len(fd, len) {
+        Ok(b) => match check_dead_record(&b, len) {
+            Ok(()) => Ok(b),
+            Err(e) => Err(format!("{what}: {e}")),
+        },
+        Err(e) => Err(format!(
+            "{what}: got {}, want a DEAD/KILLED record",
+            errno_name(e)
+        )),
+    }
+}
+
+/// `Ok` if a read returned exactly `want`.
+fn same_record(what: &str, got: ReadOutcome, want: &[u8]) -> Result<(), String> {
+    match got {
+        Ok(b) if b == want => Ok(()),
+        other => Err(format!(
+            "{what}: got {}, want the same record again [{}]",
+            show_read(&other),
+            hex(want)
+        )),
+    }
+}
+
+/// An fd whose guest died with `record` stays dead: IRQ fails with ENOENT and a read returns the
+/// same record.
+fn still_dead(fd: impl AsFd, record: &[u8]) -> Result<(), String> {
+    step(
+        "owner IRQ 5 afterwards",
+        proto::write_words(&fd, &[lhreq::IRQ, 5]),
+        Err(Errno::ENOENT),
+    )?;
+    same_record(
+        "owner read afterwards",
+        proto::read_len(&fd, READ_BUF),
+        record,
+    )
+}
+
+/// A fresh fd, INITIALIZEd by this thread, whose guest has died: the fd and the record.
+fn dead(mem: &Mapping) -> Result<(std::os::fd::OwnedFd, Vec<u8>), String> {
+    let fd = proto::ready(mem)?;
+    let record = dead_read("setup: first owner read", &fd, READ_BUF)?;
+    Ok((fd, record))
 }
 
 pub fn run(rep: &mut Report) -> Result<(), String> {
@@ -66,6 +120,8 @@ pub fn run(rep: &mut Report) -> Result<(), String> {
     bad_init_args(rep, &mem);
     good_init_edges(rep, &mem);
     after_init(rep, &mem);
+    reads(rep, &mem);
+    after_death(rep, &mem);
     ownership(rep, &mem);
     bad_pointers(rep, &mem)?;
     huge_writes(rep, &mem);
@@ -133,10 +189,15 @@ fn lengths(rep: &mut Report, mem: &Mapping) {
 }
 
 fn before_init(rep: &mut Report, mem: &Mapping) {
-    rep.check(
-        "read_before_init_einval",
-        (|| step("read", proto::read(proto::fresh()?), Err(Errno::EINVAL)))(),
-    );
+    let r = (|| {
+        let fd = proto::fresh()?;
+        for len in [0, 16, 23, 24, READ_BUF, 1 << 16] {
+            let got = proto::read_len(&fd, len).map(|b| b.len());
+            step(&format!("read of {len} bytes"), got, Err(Errno::EINVAL))?;
+        }
+        still_uninit(&fd, mem)
+    })();
+    rep.check("read_before_init_einval_any_length", r);
     let cases: &[(&str, &[u64])] = &[
         ("getdma_before_init_einval", &[lhreq::GETDMA, 0]),
         ("irq_before_init_einval", &[lhreq::IRQ, 0]),
@@ -442,9 +503,6 @@ fn init_with_mapping(
 
 fn after_init(rep: &mut Report, mem: &Mapping) {
     let ready = || proto::ready(mem);
-    let r = (|| step("owner read", proto::read(ready()?), Err(OWNER_READ)))();
-    // The one check to change when reading starts running the guest.
-    rep.check("read_after_init_is_enosys", r);
     let r = (|| {
         let fd = ready()?;
         for irq in 0..abi::NR_IRQS {
@@ -499,6 +557,215 @@ fn after_init(rep: &mut Report, mem: &Mapping) {
     }
 }
 
+/// The owner's reads. lgprobe's guests are garbage, so the first read that runs one kills it: a
+/// `DEAD` record with exit kind `KILLED` and a reason; every read after that returns the same
+/// record.
+fn reads(rep: &mut Report, mem: &Mapping) {
+    let r = (|| {
+        let fd = proto::ready(mem)?;
+        let record = dead_read("first owner read", &fd, READ_BUF)?;
+        rep.note(&format!(
+            "protocol: a garbage guest's first read: {} bytes, {}",
+            record.len(),
+            describe_record(&record)
+        ));
+        Ok(())
+    })();
+    rep.check("owner_read_kills_garbage_guest_dead_record", r);
+    // The length is checked before anything runs: the guest is still alive afterwards.
+    let r = (|| {
+        let fd = proto::ready(mem)?;
+        for len in [0, 1, 8, 16, abi::MIN_READ - 1] {
+            let got = proto::read_len(&fd, len).map(|b| b.len());
+            step(&format!("read of {len} bytes"), got, Err(Errno::EINVAL))?;
+        }
+        still_ready(&fd)
+    })();
+    rep.check("owner_read_under_24_bytes_einval_guest_not_run", r);
+    let r = (|| {
+        let (fd, record) = dead(mem)?;
+        for len in [0, 16, abi::MIN_READ - 1] {
+            let got = proto::read_len(&fd, len).map(|b| b.len());
+            step(&format!("read of {len} bytes"), got, Err(Errno::EINVAL))?;
+        }
+        still_dead(&fd, &record)
+    })();
+    rep.check("owner_read_under_24_bytes_after_death_einval", r);
+    // A record that does not fit is cut to the buffer; later reads return the same bytes.
+    let r = (|| {
+        let fd = proto::ready(mem)?;
+        let first = dead_read("read of 24 bytes", &fd, abi::MIN_READ)?;
+        step("read of 24 bytes", Ok(first.len()), Ok(abi::MIN_READ))?;
+        let record = dead_read("then a read of 512 bytes", &fd, READ_BUF)?;
+        if !record.starts_with(&first) {
+            return Err(format!(
+                "the 24-byte read [{}] is not the start of the whole record [{}]",
+                hex(&first),
+                hex(&record)
+            ));
+        }
+        let lens = [abi::MIN_READ, abi::MIN_READ + 1, record.len() - 1];
+        for len in lens
+            .into_iter()
+            .filter(|&l| (abi::MIN_READ..=record.len()).contains(&l))
+        {
+            let want = &record[..len];
+            same_record(
+                &format!("then a read of {len} bytes"),
+                proto::read_len(&fd, len),
+                want,
+            )?;
+        }
+        still_dead(&fd, &record)
+    })();
+    rep.check("owner_read_24_byte_buffer_returns_24_truncated", r);
+    let r = (|| {
+        let (fd, record) = dead(mem)?;
+        same_record("second read", proto::read_len(&fd, READ_BUF), &record)?;
+        let len = record.len();
+        same_record(
+            &format!("read of exactly {len} bytes"),
+            proto::read_len(&fd, len),
+            &record,
+        )?;
+        same_record("read of 64 KiB", proto::read_len(&fd, 1 << 16), &record)?;
+        let dup = proto::dup(&fd)?;
+        same_record("read on a dup", proto::read_len(&dup, READ_BUF), &record)
+    })();
+    rep.check("second_owner_read_identical_record", r);
+    // The VFS refuses a kernel buffer before the module runs anything.
+    let r = (|| {
+        let fd = proto::ready(mem)?;
+        let kernel = 0xffff_8000_0000_0000u64 as *mut u8;
+        step(
+            "read into a kernel address",
+            proto::read_raw(&fd, kernel, READ_BUF),
+            Err(Errno::EFAULT),
+        )?;
+        still_ready(&fd)
+    })();
+    rep.check("read_into_kernel_address_efault_guest_not_run", r);
+    // A user buffer the record cannot be copied to: the guest ran (and died) all the same, and
+    // the next read gets its record.
+    let r = (|| {
+        let buf = Mapping::anon(PAGE as usize, ProtFlags::empty())?;
+        let fd = proto::ready(mem)?;
+        step(
+            "read into a PROT_NONE page",
+            proto::read_raw(&fd, buf.mut_ptr(), READ_BUF),
+            Err(Errno::EFAULT),
+        )?;
+        let record = dead_read("then a read into a good buffer", &fd, READ_BUF)?;
+        still_dead(&fd, &record)
+    })();
+    rep.check("read_into_prot_none_buffer_efault_guest_dies", r);
+}
+
+/// Once the guest is dead every valid write but INITIALIZE fails with ENOENT, from any thread and
+/// without blocking; malformed writes are still EINVAL (parsing comes first), INITIALIZE is EBUSY.
+fn after_death(rep: &mut Report, mem: &Mapping) {
+    let good = init_words(&good_args(mem));
+    let mut bad_version = good;
+    bad_version[1] = abi::VERSION + 1;
+    let enoent = Err(Errno::ENOENT);
+    let cases: &[(&str, &[&[u64]], Outcome)] = &[
+        (
+            "after_death_irq_enoent",
+            &[&[lhreq::IRQ, 0], &[lhreq::IRQ, 5], &[lhreq::IRQ, 31]],
+            enoent,
+        ),
+        (
+            "after_death_getdma_enoent",
+            &[&[lhreq::GETDMA, 0], &[lhreq::GETDMA, u64::MAX]],
+            enoent,
+        ),
+        ("after_death_break0_enoent", &[&[lhreq::BREAK, 0]], enoent),
+        (
+            "after_death_init_ebusy",
+            &[&good, &bad_version],
+            Err(Errno::EBUSY),
+        ),
+        (
+            "after_death_malformed_writes_einval",
+            &[
+                &[lhreq::IRQ, 32],
+                &[lhreq::IRQ, u64::MAX],
+                &[lhreq::BREAK, 2],
+                &[lhreq::IRQ],
+                &[lhreq::BREAK, 1, 0],
+                &[4, 0],
+                &good[..6],
+            ],
+            Err(Errno::EINVAL),
+        ),
+    ];
+    for &(name, writes, want) in cases {
+        let r = (|| {
+            let (fd, record) = dead(mem)?;
+            for words in writes {
+                step(
+                    &format!("write [{}]", hex(&bytes(words))),
+                    proto::write_words(&fd, words),
+                    want,
+                )?;
+            }
+            still_dead(&fd, &record)
+        })();
+        rep.check(name, r);
+    }
+    // Refused outright, so it must not block; the watchdog aborts if it does.
+    let r = (|| {
+        let (fd, record) = dead(mem)?;
+        let b1 = bytes(&[lhreq::BREAK, 1]);
+        let got = proto::write_blocking(&fd, &b1, "BREAK 1 after death", Duration::from_secs(3));
+        step("BREAK 1", got, Err(Errno::ENOENT))?;
+        still_dead(&fd, &record)
+    })();
+    rep.check("after_death_break1_enoent_without_blocking", r);
+    let r = (|| {
+        let (fd, record) = dead(mem)?;
+        step(
+            "1 MiB write",
+            proto::write(&fd, &vec![0u8; 1 << 20]),
+            Err(Errno::EINVAL),
+        )?;
+        still_dead(&fd, &record)
+    })();
+    rep.check("after_death_write_1mib_einval", r);
+    // Another thread: the death check comes before the owner check for writes, after it for reads.
+    let r = (|| {
+        let (fd, record) = dead(mem)?;
+        let got = on_thread(|| {
+            let w = |words: &[u64]| proto::write_words(&fd, words);
+            let b1 = bytes(&[lhreq::BREAK, 1]);
+            let dur = Duration::from_secs(3);
+            [
+                ("non-owner IRQ 0", w(&[lhreq::IRQ, 0]), enoent),
+                ("non-owner GETDMA 0", w(&[lhreq::GETDMA, 0]), enoent),
+                ("non-owner BREAK 0", w(&[lhreq::BREAK, 0]), enoent),
+                (
+                    "non-owner BREAK 1",
+                    proto::write_blocking(&fd, &b1, "non-owner BREAK 1 after death", dur),
+                    enoent,
+                ),
+                ("non-owner INITIALIZE", w(&good), Err(Errno::EBUSY)),
+                ("non-owner IRQ 32", w(&[lhreq::IRQ, 32]), Err(Errno::EINVAL)),
+                ("non-owner read", proto::read(&fd), Err(Errno::EPERM)),
+                (
+                    "non-owner read of 16 bytes",
+                    proto::read_len(&fd, 16).map(|b| b.len()),
+                    Err(Errno::EPERM),
+                ),
+            ]
+        });
+        for (what, got, want) in got {
+            step(what, got, want)?;
+        }
+        still_dead(&fd, &record)
+    })();
+    rep.check("after_death_nonowner_writes_enoent_reads_eperm", r);
+}
+
 fn ownership(rep: &mut Report, mem: &Mapping) {
     let good = init_words(&good_args(mem));
     // Another thread, after this thread initialized.
@@ -546,9 +813,15 @@ fn ownership(rep: &mut Report, mem: &Mapping) {
             on_thread(|| proto::read(&fd)),
             Err(Errno::EPERM),
         )?;
+        // Ownership is checked before the buffer length.
+        step(
+            "non-owner read of 16 bytes",
+            on_thread(|| proto::read_len(&fd, 16).map(|b| b.len())),
+            Err(Errno::EPERM),
+        )?;
         still_ready(&fd)
     })();
-    rep.check("nonowner_read_eperm", r);
+    rep.check("nonowner_read_eperm_any_length", r);
     let r = (|| {
         let fd = proto::fresh()?;
         let (w, rd) = on_thread(|| (proto::write_words(&fd, &[lhreq::IRQ, 0]), proto::read(&fd)));
@@ -597,11 +870,17 @@ fn ownership(rep: &mut Report, mem: &Mapping) {
             proto::write_words(&dup, &[lhreq::IRQ, 1]),
             Ok(16),
         )?;
-        step("owner read on dup", proto::read(&dup), Err(OWNER_READ))?;
         let got = on_thread(|| proto::write_words(&dup, &[lhreq::IRQ, 1]));
         step("non-owner IRQ on dup", got, Err(Errno::EPERM))?;
+        step(
+            "non-owner read on dup",
+            on_thread(|| proto::read(&dup)),
+            Err(Errno::EPERM),
+        )?;
         drop(fd);
-        still_ready(&dup)
+        // The owner's read on the dup runs the guest (which dies).
+        let record = dead_read("owner read on dup", &dup, READ_BUF)?;
+        still_dead(&dup, &record)
     })();
     rep.check("owner_via_dup_and_after_original_closed", r);
 }

@@ -1,5 +1,5 @@
-//! `lgprobe threads`: concurrency. Reads racing a close, BREAK blocking and waking, a signal
-//! interrupting BREAK 1, and INITIALIZE races.
+//! `lgprobe threads`: concurrency. Reads racing a close, BREAK blocking and waking (and keeping
+//! the owner out of the guest), a signal interrupting BREAK 1, and INITIALIZE races.
 
 use std::os::fd::{AsFd, BorrowedFd, IntoRawFd, OwnedFd};
 use std::os::unix::thread::JoinHandleExt;
@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 use lg_core::abi::lhreq;
 use lg_core::errno::Errno;
 
-use crate::model::OWNER_READ;
-use crate::proto::{self, bytes, good_args, init_words, Mapping, Outcome};
-use crate::report::{same, show, Report};
+use crate::model::{check_dead_record, describe_record, show_read};
+use crate::proto::{self, bytes, good_args, init_words, Mapping, Outcome, ReadOutcome, READ_BUF};
+use crate::report::{hex, same, show, Report};
 
 /// How long a BREAK 1 writer is given to show it is blocked, and to wake once released.
 const STILL_BLOCKED: Duration = Duration::from_millis(200);
@@ -23,8 +23,22 @@ const EBADF: i32 = 9;
 
 pub fn run(rep: &mut Report) -> Result<(), String> {
     let mem = Mapping::guest()?;
-    rep.check("read_loop_while_dup_closed", read_while_dup_closed(&mem));
+    let (r, record) = match read_while_dup_closed(&mem) {
+        Ok(record) => (Ok(()), Some(record)),
+        Err(e) => (Err(e), None),
+    };
+    if let Some(record) = record {
+        rep.note(&format!(
+            "threads: the guest died with {}",
+            describe_record(&record)
+        ));
+    }
+    rep.check("read_loop_while_dup_closed", r);
     rep.check("read_loop_while_fd_closed", read_while_fd_closed(&mem));
+    rep.check(
+        "read_during_break1_eagain_guest_not_run",
+        read_during_break(&mem),
+    );
     rep.check("break1_blocks_until_break0", break_blocks(&mem));
     rep.check(
         "break1_by_owner_released_by_other_thread",
@@ -76,6 +90,25 @@ fn expect_woken(rx: &mpsc::Receiver<Outcome>, want: Outcome) -> Result<(), Strin
     }
 }
 
+/// The owner's reads in a loop: the first kills the (garbage) guest and returns a DEAD/KILLED
+/// record, every later one the identical record. `first` holds the record once read.
+fn check_loop_read(i: usize, got: ReadOutcome, first: &mut Option<Vec<u8>>) -> Result<(), String> {
+    let b = got.map_err(|e| format!("read {i}: got {}", show_read(&Err(e))))?;
+    match first {
+        None => {
+            check_dead_record(&b, READ_BUF).map_err(|e| format!("read {i}: {e}"))?;
+            *first = Some(b);
+            Ok(())
+        }
+        Some(rec) if *rec == b => Ok(()),
+        Some(rec) => Err(format!(
+            "read {i}: got [{}], want the same record as read 1 [{}]",
+            hex(&b),
+            hex(rec)
+        )),
+    }
+}
+
 /// Wait (yielding, at most 5 s) until `cond` holds.
 fn wait_until(cond: impl Fn() -> bool) {
     let start = Instant::now();
@@ -85,8 +118,9 @@ fn wait_until(cond: impl Fn() -> bool) {
 }
 
 /// (a) The owner reads in a loop while another thread closes its own dup: all reads still get
-/// the owner's result.
-fn read_while_dup_closed(mem: &Mapping) -> Result<(), String> {
+/// the owner's result (the first runs the guest to its death, the rest return its record).
+/// Returns the record.
+fn read_while_dup_closed(mem: &Mapping) -> Result<Vec<u8>, String> {
     let fd = proto::fresh()?;
     let dup = proto::dup(&fd)?;
     let (reads, finished) = (&AtomicUsize::new(0), &AtomicBool::new(false));
@@ -95,12 +129,12 @@ fn read_while_dup_closed(mem: &Mapping) -> Result<(), String> {
             let r = (|| {
                 let init = proto::write_words(&fd, &init_words(&good_args(mem)));
                 same(init, Ok(56)).map_err(|e| format!("INITIALIZE: {e}"))?;
+                let mut first = None;
                 for i in 1..=1000 {
                     reads.store(i, Ordering::Relaxed);
-                    let r = proto::read(&fd);
-                    same(r, Err(OWNER_READ)).map_err(|e| format!("read {i}: {e}"))?;
+                    check_loop_read(i, proto::read_len(&fd, READ_BUF), &mut first)?;
                 }
-                Ok(())
+                first.ok_or_else(|| "no read".to_string())
             })();
             finished.store(true, Ordering::Release);
             r
@@ -128,11 +162,12 @@ fn read_while_fd_closed(mem: &Mapping) -> Result<(), String> {
             let r = (|| {
                 let init = proto::write_words(fd, &init_words(&good_args(mem)));
                 same(init, Ok(56)).map_err(|e| format!("INITIALIZE: {e}"))?;
+                let mut first = None;
                 for i in 1..=1000 {
                     reads.store(i, Ordering::Relaxed);
-                    match proto::read(fd) {
+                    match proto::read_len(fd, READ_BUF) {
                         Err(Errno(EBADF)) => break,
-                        r => same(r, Err(OWNER_READ)).map_err(|e| format!("read {i}: {e}"))?,
+                        r => check_loop_read(i, r, &mut first)?,
                     }
                 }
                 Ok(())
@@ -147,6 +182,29 @@ fn read_while_fd_closed(mem: &Mapping) -> Result<(), String> {
             .join()
             .unwrap_or_else(|_| Err("owner thread panicked".into()))
     })
+}
+
+/// (a'') While a BREAK 1 is in force the owner's read returns EAGAIN without entering the guest,
+/// which is therefore still alive after BREAK 0: IRQ works, and the next read kills it.
+fn read_during_break(mem: &Mapping) -> Result<(), String> {
+    let fd = Arc::new(proto::ready(mem)?);
+    let (t, rx) = spawn_break_on(&fd);
+    let r = (|| {
+        expect_blocked(&rx)?;
+        same(proto::read(&*fd), Err(Errno::EAGAIN))
+            .map_err(|e| format!("owner read during BREAK 1: {e}"))?;
+        break_off(&*fd)?;
+        expect_woken(&rx, Ok(16))?;
+        same(proto::write_words(&*fd, &[lhreq::IRQ, 3]), Ok(16))
+            .map_err(|e| format!("IRQ 3 after BREAK 0: {e}"))?;
+        let got = proto::read_len(&*fd, READ_BUF);
+        let b = got
+            .as_ref()
+            .map_err(|_| format!("owner read after BREAK 0: got {}", show_read(&got)))?;
+        check_dead_record(b, READ_BUF).map_err(|e| format!("owner read after BREAK 0: {e}"))
+    })();
+    release(&fd, &rx, t);
+    r
 }
 
 /// (b) BREAK 1 blocks its writer until BREAK 0 from another thread; then it returns 16.
