@@ -6,8 +6,8 @@ use core::ptr::NonNull;
 
 use lg_core::device::Device;
 use lg_core::shadow::{MemFault, Shadow, ShadowHost, TablePage};
-use lg_core::switcher::pages::{off, GdtPage, GuestExtra, GuestRegs, HostPage, TRAP_ABORTED};
 use lg_core::switcher::layout::{GDT_PAGE, HOST_PAGE, REGS_PAGE};
+use lg_core::switcher::pages::{off, GdtPage, GuestExtra, GuestRegs, HostPage, TRAP_ABORTED};
 use lg_core::switcher::tables::tls_slot;
 use lg_core::vcpu::{CpuState, Env, Exit, HostFacts};
 
@@ -32,12 +32,12 @@ impl KernelEnv<'_> {
 impl ShadowHost for KernelEnv<'_> {
     fn read_gpa(&mut self, gpa: u64) -> Result<u64, MemFault> {
         let mut b = [0u8; 8];
-        self.read_gpa_bytes(gpa, &mut b).map_err(|_| MemFault)?;
+        self.read_gpa_bytes(gpa, &mut b)?;
         Ok(u64::from_le_bytes(b))
     }
 
     fn write_gpa(&mut self, gpa: u64, val: u64) -> Result<(), MemFault> {
-        self.write_gpa_bytes(gpa, &val.to_le_bytes()).map_err(|_| MemFault)
+        self.write_gpa_bytes(gpa, &val.to_le_bytes())
     }
 
     fn pin(&mut self, gpa: u64) -> Result<u64, MemFault> {
@@ -69,19 +69,19 @@ impl ShadowHost for KernelEnv<'_> {
 }
 
 impl Env for KernelEnv<'_> {
-    fn read_gpa_bytes(&mut self, gpa: u64, buf: &mut [u8]) -> Result<(), ()> {
+    fn read_gpa_bytes(&mut self, gpa: u64, buf: &mut [u8]) -> Result<(), MemFault> {
         // SAFETY: copy_from_user checks the user address itself; `buf` is a valid kernel buffer.
         match unsafe { (ops().copy_from_user)(buf.as_mut_ptr(), self.uaddr(gpa), buf.len()) } {
             0 => Ok(()),
-            _ => Err(()),
+            _ => Err(MemFault),
         }
     }
 
-    fn write_gpa_bytes(&mut self, gpa: u64, buf: &[u8]) -> Result<(), ()> {
+    fn write_gpa_bytes(&mut self, gpa: u64, buf: &[u8]) -> Result<(), MemFault> {
         // SAFETY: as above.
         match unsafe { (ops().copy_to_user)(self.uaddr(gpa), buf.as_ptr(), buf.len()) } {
             0 => Ok(()),
-            _ => Err(()),
+            _ => Err(MemFault),
         }
     }
 

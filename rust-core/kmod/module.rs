@@ -286,7 +286,6 @@ unsafe fn setup_cpu(
         result = result.and_then(|_| b.map(va(which), frame(idx), prot));
     }
     let root = b.root_pa();
-    drop(b);
     host.subtree_pages = pages;
     host.subtree_root = root | TABLE_FLAGS;
     result

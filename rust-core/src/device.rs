@@ -195,8 +195,10 @@ impl Device {
         // before READY is published below.
         unsafe { *self.args.get() = *args };
         self.owner.store(caller, Ordering::Relaxed);
-        self.id
-            .store(NEXT_GUEST_ID.fetch_add(1, Ordering::Relaxed), Ordering::Relaxed);
+        self.id.store(
+            NEXT_GUEST_ID.fetch_add(1, Ordering::Relaxed),
+            Ordering::Relaxed,
+        );
         self.state.store(READY, Ordering::Release);
         Ok(())
     }

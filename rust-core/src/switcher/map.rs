@@ -120,7 +120,10 @@ impl<'a, F: FnMut() -> Option<Table<'a>>> SubtreeBuilder<'a, F> {
             table_pa = new_pa;
         }
         let t = self.find(table_pa).ok_or(MapError::TooManyTables)?;
-        let e = t.entries.get_mut(Self::index(va, 0)).ok_or(MapError::Overlap)?;
+        let e = t
+            .entries
+            .get_mut(Self::index(va, 0))
+            .ok_or(MapError::Overlap)?;
         if *e != 0 {
             return Err(MapError::Overlap);
         }
@@ -135,7 +138,12 @@ mod tests {
     use std::collections::HashMap;
 
     /// Walk a built subtree like the CPU would (below the slot).
-    fn walk(tables: &HashMap<u64, Box<[u64; 512]>>, root: u64, levels: u32, va: u64) -> Option<u64> {
+    fn walk(
+        tables: &HashMap<u64, Box<[u64; 512]>>,
+        root: u64,
+        levels: u32,
+        va: u64,
+    ) -> Option<u64> {
         let mut t = root;
         for level in (0..levels).rev() {
             let e = tables.get(&t)?[((va >> (12 + 9 * level)) & 511) as usize];
@@ -160,7 +168,10 @@ mod tests {
                 let i = next;
                 next += 1;
                 // SAFETY (test): each box is handed out once and outlives the builder.
-                ptrs.get(i).map(|p| Table { pa: 0x1000 * (i as u64 + 1), entries: unsafe { &mut **p } })
+                ptrs.get(i).map(|p| Table {
+                    pa: 0x1000 * (i as u64 + 1),
+                    entries: unsafe { &mut **p },
+                })
             })
             .unwrap();
             for &(va, pa, prot) in pages {
@@ -168,7 +179,11 @@ mod tests {
             }
             root = b.root_pa();
         }
-        let map = store.into_iter().enumerate().map(|(i, b)| (0x1000 * (i as u64 + 1), b)).collect();
+        let map = store
+            .into_iter()
+            .enumerate()
+            .map(|(i, b)| (0x1000 * (i as u64 + 1), b))
+            .collect();
         (root, map)
     }
 
@@ -184,7 +199,10 @@ mod tests {
             ];
             let (root, tables) = build(levels, &pages);
             for (va, pa, prot) in pages {
-                assert_eq!(walk(&tables, root, levels, va), Some(pa | prot.leaf_flags()));
+                assert_eq!(
+                    walk(&tables, root, levels, va),
+                    Some(pa | prot.leaf_flags())
+                );
             }
             assert_eq!(walk(&tables, root, levels, base + 0x8000), None);
             assert_eq!(walk(&tables, root, levels, base + 0x20_0000), None);
@@ -194,10 +212,16 @@ mod tests {
     #[test]
     fn crosses_a_page_table_boundary() {
         let base = 0xffff_c900_003f_f000u64; // last page of a 2 MiB region
-        let pages = [(base, 0xa000, Prot::Text), (base + 0x1000, 0xb000, Prot::Data)];
+        let pages = [
+            (base, 0xa000, Prot::Text),
+            (base + 0x1000, 0xb000, Prot::Data),
+        ];
         let (root, tables) = build(3, &pages);
         assert_eq!(walk(&tables, root, 3, base), Some(0xa000 | P | A));
-        assert_eq!(walk(&tables, root, 3, base + 0x1000), Some(0xb000 | Prot::Data.leaf_flags()));
+        assert_eq!(
+            walk(&tables, root, 3, base + 0x1000),
+            Some(0xb000 | Prot::Data.leaf_flags())
+        );
     }
 
     #[test]

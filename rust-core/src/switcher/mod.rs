@@ -6,6 +6,6 @@
 //! shadow page tables map the same virtual addresses for the guest.
 
 pub mod layout;
+pub mod map;
 pub mod pages;
 pub mod tables;
-pub mod map;

@@ -215,4 +215,6 @@ static_assertions::const_assert!(size_of::<GuestExtra>() < 256);
 // The exit path runs on the regs page below GuestRegs: leave it plenty of room.
 static_assertions::const_assert!(REGS_OFFSET as usize - size_of::<GuestExtra>() > 3000);
 // The descriptor images must be 2-byte aligned at the limit field for lgdt/lidt.
-static_assertions::const_assert!(off::G_IDT_DESC % 2 == 0 && off::H_GDT_RW % 2 == 0);
+static_assertions::const_assert!(
+    off::G_IDT_DESC.is_multiple_of(2) && off::H_GDT_RW.is_multiple_of(2)
+);

@@ -205,11 +205,18 @@ mod tests {
     fn tls_rules() {
         assert_eq!(sanitize_tls(0), Some(0));
         // DPL-3 data, accessed bit forced.
-        assert_eq!(sanitize_tls(0x00cf_f200_0000_ffff), Some(0x00cf_f300_0000_ffff));
+        assert_eq!(
+            sanitize_tls(0x00cf_f200_0000_ffff),
+            Some(0x00cf_f300_0000_ffff)
+        );
         assert_eq!(sanitize_tls(0x00cf_b300_0000_ffff), None, "DPL 1");
         assert_eq!(sanitize_tls(0x00cf_7300_0000_ffff), None, "not present");
         assert_eq!(sanitize_tls(0x00af_fb00_0000_ffff), None, "code");
-        assert_eq!(sanitize_tls(0x0000_ec00_0010_0000), None, "system (call gate)");
+        assert_eq!(
+            sanitize_tls(0x0000_ec00_0010_0000),
+            None,
+            "system (call gate)"
+        );
         assert_eq!(tls_slot(0), Some(12));
         assert_eq!(tls_slot(3), None);
     }

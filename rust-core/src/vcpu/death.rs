@@ -63,7 +63,12 @@ impl Death {
 
 impl fmt::Debug for Death {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Death({}, {:?})", self.kind, core::str::from_utf8(self.reason()))
+        write!(
+            f,
+            "Death({}, {:?})",
+            self.kind,
+            core::str::from_utf8(self.reason())
+        )
     }
 }
 

@@ -4,7 +4,7 @@
 //! fake that simulates guest memory and "runs" the guest by replaying scripted exits. Everything
 //! the vCPU decides is therefore testable on the host.
 
-use crate::shadow::ShadowHost;
+use crate::shadow::{MemFault, ShadowHost};
 use crate::switcher::pages::GuestRegs;
 
 /// Why the guest stopped running, as the switcher saw it.
@@ -54,8 +54,8 @@ pub struct HostFacts {
 
 pub trait Env: ShadowHost {
     /// Copy guest-physical memory (already bounds-checked by the caller) in or out.
-    fn read_gpa_bytes(&mut self, gpa: u64, buf: &mut [u8]) -> Result<(), ()>;
-    fn write_gpa_bytes(&mut self, gpa: u64, buf: &[u8]) -> Result<(), ()>;
+    fn read_gpa_bytes(&mut self, gpa: u64, buf: &mut [u8]) -> Result<(), MemFault>;
+    fn write_gpa_bytes(&mut self, gpa: u64, buf: &[u8]) -> Result<(), MemFault>;
 
     /// Enter the guest with `cpu` (registers already validated) on the shadow root `cr3` and run
     /// it until it exits; `cpu` then holds its new state. The switcher's top-level slot entry is

@@ -17,7 +17,9 @@ pub fn canonical(va: u64) -> bool {
 /// Why a guest-virtual access failed.
 pub enum GvaFault {
     /// The guest's tables do not allow it: the guest would take this #PF.
-    PageFault { va: u64 },
+    PageFault {
+        va: u64,
+    },
     Stop(Stop),
 }
 
@@ -34,7 +36,12 @@ impl Vcpu {
             .is_some_and(|end| end <= self.pfn_limit.saturating_mul(PAGE_SIZE))
     }
 
-    pub(super) fn read_gpa<E: Env>(&self, env: &mut E, gpa: u64, buf: &mut [u8]) -> Result<(), Stop> {
+    pub(super) fn read_gpa<E: Env>(
+        &self,
+        env: &mut E,
+        gpa: u64,
+        buf: &mut [u8],
+    ) -> Result<(), Stop> {
         if !self.gpa_ok(gpa, buf.len() as u64) {
             return Err(kill!("access to guest-physical {gpa:#x} beyond guest memory").into());
         }
@@ -76,7 +83,12 @@ impl Vcpu {
     }
 
     /// Copy `buf.len()` bytes from guest-virtual `va`.
-    pub(super) fn read_gva<E: Env>(&mut self, env: &mut E, va: u64, buf: &mut [u8]) -> Result<(), GvaFault> {
+    pub(super) fn read_gva<E: Env>(
+        &mut self,
+        env: &mut E,
+        va: u64,
+        buf: &mut [u8],
+    ) -> Result<(), GvaFault> {
         let mut done = 0usize;
         while done < buf.len() {
             let cur = va.wrapping_add(done as u64);
@@ -91,7 +103,12 @@ impl Vcpu {
     }
 
     /// Copy `buf` to guest-virtual `va` (the guest's tables must allow writing).
-    pub(super) fn write_gva<E: Env>(&mut self, env: &mut E, va: u64, buf: &[u8]) -> Result<(), GvaFault> {
+    pub(super) fn write_gva<E: Env>(
+        &mut self,
+        env: &mut E,
+        va: u64,
+        buf: &[u8],
+    ) -> Result<(), GvaFault> {
         let mut done = 0usize;
         while done < buf.len() {
             let cur = va.wrapping_add(done as u64);
@@ -132,8 +149,9 @@ impl Vcpu {
                 return Err(kill!("{what}: guest-physical {gpa:#x} beyond guest memory").into());
             }
             let chunk = self.console.get_mut(done..done + n).unwrap_or(&mut []);
-            env.read_gpa_bytes(gpa, chunk)
-                .map_err(|_| Stop::from(kill!("guest memory at {gpa:#x} is no longer accessible")))?;
+            env.read_gpa_bytes(gpa, chunk).map_err(|_| {
+                Stop::from(kill!("guest memory at {gpa:#x} is no longer accessible"))
+            })?;
             done += n;
         }
         Ok(())

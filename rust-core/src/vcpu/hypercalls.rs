@@ -142,7 +142,10 @@ impl Vcpu {
                     hcall::SHUTDOWN_RESTART => (abi::exit::RESTART, "restart"),
                     k => return Err(kill!("SHUTDOWN with unknown kind {k}").into()),
                 };
-                return Err(Stop::Death(super::death::Death::new(kind, format_args!("{what}"))));
+                return Err(Stop::Death(super::death::Death::new(
+                    kind,
+                    format_args!("{what}"),
+                )));
             }
             hcall::CONSOLE_WRITE => {
                 let len = a1;
@@ -253,7 +256,7 @@ impl Vcpu {
         if self.shared.is_some() {
             return Err(kill!("INIT called twice").into());
         }
-        if gpa % abi::PAGE_SIZE != 0 || !self.gpa_ok(gpa, abi::PAGE_SIZE) {
+        if !gpa.is_multiple_of(abi::PAGE_SIZE) || !self.gpa_ok(gpa, abi::PAGE_SIZE) {
             return Err(kill!(
                 "INIT: shared page {gpa:#x} is not a page-aligned address inside guest memory"
             )
@@ -284,12 +287,18 @@ impl Vcpu {
         let u64s: [(usize, u64); 9] = [
             (offset_of!(SharedPage, reserved_start), facts.reserved.0),
             (offset_of!(SharedPage, reserved_end), facts.reserved.1),
-            (offset_of!(SharedPage, tsc_khz), if facts.stable_tsc { facts.tsc_khz } else { 0 }),
+            (
+                offset_of!(SharedPage, tsc_khz),
+                if facts.stable_tsc { facts.tsc_khz } else { 0 },
+            ),
             (offset_of!(SharedPage, wallclock_ns), now),
             (offset_of!(SharedPage, features), features),
             (offset_of!(SharedPage, guest_id), facts.guest_id),
             (offset_of!(SharedPage, cr2), 0),
-            (offset_of!(SharedPage, irq_pending), u64::from(self.unposted_irqs)),
+            (
+                offset_of!(SharedPage, irq_pending),
+                u64::from(self.unposted_irqs),
+            ),
             (
                 offset_of!(SharedPage, paging_levels),
                 4 | (abi::VERSION << 32),
@@ -305,13 +314,19 @@ impl Vcpu {
             | u64::from(abi::USER_DS) << 48;
         self.write_u64_gpa(env, gpa + offset_of!(SharedPage, kernel_cs) as u64, sel)?;
         let empty = [ASYNC_EMPTY; ASYNC_RING];
-        self.write_gpa(env, gpa + offset_of!(SharedPage, hcall_status) as u64, &empty)?;
+        self.write_gpa(
+            env,
+            gpa + offset_of!(SharedPage, hcall_status) as u64,
+            &empty,
+        )?;
         Ok(())
     }
 
     fn set_trap(&mut self, vector: u64, handler: u64, flags: u64) -> Result<(), Stop> {
         if vector > 255 || vector == 2 || vector == u64::from(abi::vector::HYPERCALL) {
-            return Err(kill!("SET_TRAP for vector {vector}: not a vector the guest can handle").into());
+            return Err(
+                kill!("SET_TRAP for vector {vector}: not a vector the guest can handle").into(),
+            );
         }
         if flags & !trap::VALID != 0 {
             return Err(kill!("SET_TRAP vector {vector}: unknown flags {flags:#x}").into());

@@ -39,7 +39,12 @@ impl Vcpu {
         }
     }
 
-    pub(super) fn write_shared<E: Env>(&self, env: &mut E, field: usize, v: u64) -> Result<(), Stop> {
+    pub(super) fn write_shared<E: Env>(
+        &self,
+        env: &mut E,
+        field: usize,
+        v: u64,
+    ) -> Result<(), Stop> {
         match self.shared_gpa(field) {
             Some(gpa) => self.write_u64_gpa(env, gpa, v),
             None => Ok(()),

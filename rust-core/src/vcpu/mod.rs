@@ -6,6 +6,10 @@
 //! virtual interrupt if one is due, sleep if the guest halted, and otherwise switch into the guest
 //! and deal with whatever brought it back: a page fault for the shadow tables, an exception to
 //! reflect, a host interrupt (already handled by then), or the next hypercall.
+//!
+//! Errors here carry a [`Death`] by value (a reason of a few hundred bytes: there is no allocator
+//! to box it in). The path is cold — it ends the guest — so the size is accepted.
+#![allow(clippy::result_large_err, clippy::large_enum_variant)]
 
 pub mod death;
 pub mod env;
@@ -18,8 +22,8 @@ mod traps;
 mod tests;
 
 use crate::abi::{self, rflags, vector};
-use crate::kill;
 use crate::errno::Errno;
+use crate::kill;
 use crate::shadow::{Config as ShadowConfig, Shadow};
 use crate::switcher::pages::{GuestRegs, TRAP_ABORTED};
 use death::Death;
@@ -247,9 +251,7 @@ impl Vcpu {
             self.user_mode = match self.cpu.regs.cs & 3 {
                 1 => false,
                 3 => true,
-                _ => {
-                    return Err(kill!("exit with impossible CS {:#x}", self.cpu.regs.cs).into())
-                }
+                _ => return Err(kill!("exit with impossible CS {:#x}", self.cpu.regs.cs).into()),
             };
         }
         if self.shared.is_some() {

@@ -40,8 +40,17 @@ pub fn vector_name(v: u8) -> &'static str {
 
 impl Vcpu {
     /// Deliver exception `v` (with its error code, if it has one) to the guest's handler.
-    pub(super) fn reflect<E: Env>(&mut self, env: &mut E, v: u8, err: Option<u64>) -> Result<(), Stop> {
-        let entry = self.trap_table.get(usize::from(v)).copied().unwrap_or_default();
+    pub(super) fn reflect<E: Env>(
+        &mut self,
+        env: &mut E,
+        v: u8,
+        err: Option<u64>,
+    ) -> Result<(), Stop> {
+        let entry = self
+            .trap_table
+            .get(usize::from(v))
+            .copied()
+            .unwrap_or_default();
         // int3/into from user mode need a gate the user may use, else they are a #GP.
         if self.user_mode && (v == vector::BP || v == vector::OF) {
             let dpl = (entry.flags & trap::DPL_MASK) >> trap::DPL_SHIFT;
@@ -109,7 +118,11 @@ impl Vcpu {
                 return Err(kill!(
                     "double fault: cannot deliver {} (vector {v}) at {:#x}: the guest stack at \
                      {va:#x} is not mapped writable",
-                    if is_irq { "an interrupt" } else { vector_name(v) },
+                    if is_irq {
+                        "an interrupt"
+                    } else {
+                        vector_name(v)
+                    },
                     r.rip
                 )
                 .into())
@@ -147,7 +160,11 @@ impl Vcpu {
         }
         let [rax, rip, cs, rfl, rsp, ss] = w;
         let to_user = match (cs, ss) {
-            (c, s) if c == u64::from(abi::FRAME_KERNEL_CS) && s == u64::from(abi::FRAME_KERNEL_DS) => false,
+            (c, s)
+                if c == u64::from(abi::FRAME_KERNEL_CS) && s == u64::from(abi::FRAME_KERNEL_DS) =>
+            {
+                false
+            }
             (c, s) if c == u64::from(abi::USER_CS) && s == u64::from(abi::USER_DS) => true,
             _ => {
                 return Err(kill!(
@@ -175,7 +192,12 @@ impl Vcpu {
     }
 
     /// A page fault in guest mode: first the shadow tables' business, else the guest's.
-    pub(super) fn page_fault<E: Env>(&mut self, env: &mut E, cr2: u64, err: u64) -> Result<(), Stop> {
+    pub(super) fn page_fault<E: Env>(
+        &mut self,
+        env: &mut E,
+        cr2: u64,
+        err: u64,
+    ) -> Result<(), Stop> {
         if !super::gmem::canonical(cr2) {
             // Only possible on a 5-level host; a 4-level CPU would have raised #GP(0).
             return self.reflect(env, vector::GP, Some(0));

@@ -551,12 +551,20 @@ mod tests {
     }
 
     impl Env for FakeEnv<'_> {
-        fn read_gpa_bytes(&mut self, _gpa: u64, buf: &mut [u8]) -> Result<(), ()> {
+        fn read_gpa_bytes(
+            &mut self,
+            _gpa: u64,
+            buf: &mut [u8],
+        ) -> Result<(), lg_core::shadow::MemFault> {
             buf.fill(0);
             Ok(())
         }
 
-        fn write_gpa_bytes(&mut self, _gpa: u64, _buf: &[u8]) -> Result<(), ()> {
+        fn write_gpa_bytes(
+            &mut self,
+            _gpa: u64,
+            _buf: &[u8],
+        ) -> Result<(), lg_core::shadow::MemFault> {
             Ok(())
         }
 

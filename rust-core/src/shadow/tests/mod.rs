@@ -95,4 +95,3 @@ fn check_sources(s: &Shadow, f: &Fake, cr3: u64, slot: usize, level: u8, base: u
         check_sources(s, f, cr3, child, level - 1, va);
     }
 }
-

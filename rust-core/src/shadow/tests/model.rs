@@ -34,7 +34,6 @@ pub const PF_RSVD: u64 = 1 << 3;
 pub const PF_I: u64 = 1 << 4;
 pub const PF_PK: u64 = 1 << 5;
 
-
 /// Host frame = guest frame + this, so a test can tell a translated frame from an untranslated one.
 pub const HOST_PFN_OFFSET: u64 = 0x10_0000;
 /// Fake physical addresses of shadow table pages start here (far from any leaf frame).
@@ -363,7 +362,6 @@ pub fn reference(f: &Fake, cr3: u64, va: u64) -> Ref {
     }
     unreachable!()
 }
-
 
 /// xorshift64*: small, deterministic, good enough to pick operations. A fuzzer steers it instead
 /// by feeding two input bytes into the state before each draw ([`Rng::from_bytes`]).
@@ -738,12 +736,23 @@ pub fn check_leaf(f: &Fake, cr3: u64, va: u64, e: u64) {
     else {
         panic!("shadow leaf {e:#x} at {va:#x} (root {cr3:#x}) but guest says {r:?}");
     };
-    assert_eq!((e & ADDR) >> 12, (frame >> 12) + HOST_PFN_OFFSET, "frame at {va:#x}");
-    assert!(e & RW == 0 || (rw && dirty), "too writable at {va:#x}: {e:#x}");
+    assert_eq!(
+        (e & ADDR) >> 12,
+        (frame >> 12) + HOST_PFN_OFFSET,
+        "frame at {va:#x}"
+    );
+    assert!(
+        e & RW == 0 || (rw && dirty),
+        "too writable at {va:#x}: {e:#x}"
+    );
     assert!(e & US == 0 || us, "too user at {va:#x}");
     assert!(e & NX != 0 || !nx, "too executable at {va:#x}");
     // P, A, RW, US, D, NX and the frame: nothing else (no G, PWT, PCD, PAT, soft bits, keys).
-    assert_eq!(e & !(ADDR | P | A | RW | US | D | NX), 0, "stray bits in {e:#x}");
+    assert_eq!(
+        e & !(ADDR | P | A | RW | US | D | NX),
+        0,
+        "stray bits in {e:#x}"
+    );
     assert_eq!(e & (P | A), P | A);
 }
 
@@ -755,9 +764,17 @@ pub fn check_public(s: &Shadow, f: &Fake, la57: bool) {
     let (Some(root), Some(cr3)) = (s.root_pa(), s.current_pml4()) else {
         return;
     };
-    let slot = if la57 { SWITCHER_SLOT_5 } else { SWITCHER_SLOT_4 };
+    let slot = if la57 {
+        SWITCHER_SLOT_5
+    } else {
+        SWITCHER_SLOT_4
+    };
     for (va, e) in f.leaves(root, la57, slot) {
-        assert_eq!(((va << 16) as i64 >> 16) as u64, va, "aliased leaf at {va:#x}");
+        assert_eq!(
+            ((va << 16) as i64 >> 16) as u64,
+            va,
+            "aliased leaf at {va:#x}"
+        );
         check_leaf(f, cr3, va, e);
     }
 }

@@ -43,7 +43,6 @@ fn random_ops_tight_table_budget() {
     }
 }
 
-
 #[test]
 fn fuzz_driver_runs_byte_steered_cases() {
     let mut rng = Rng::new(99);
