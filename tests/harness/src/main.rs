@@ -2,7 +2,7 @@
 //! initramfs, runs scenarios inside it, and reports them.
 //!
 //! ```text
-//! vmtest test [--cells CPU:SMP,...] [--scenarios all|NAME,...] [--cell-timeout SECS]
+//! vmtest test [--cells 'CPU:SMP ...'] [--scenarios all|NAME,...] [--cell-timeout SECS]
 //! vmtest run                      # `make run`: the demo, console shown live
 //! ```
 //! The verdict of a scenario is the `@@ RESULT` line the VM's /init prints (tests/vm/init.sh),
@@ -20,11 +20,11 @@ use qemu::{Cell, VmConfig};
 
 /// The CPU matrix real users have: a modern CPU (SMEP, SMAP, UMIP, PKU, LA57) and a bare one,
 /// each with one and two host CPUs.
-const DEFAULT_CELLS: &str = "max:1,max:2,qemu64:1,qemu64:2";
+const DEFAULT_CELLS: &str = "max:1 max:2 qemu64:1 qemu64:2";
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: vmtest test [--cells CPU:SMP,...] [--scenarios all|NAME,...] [--cell-timeout SECS]\n       vmtest run"
+        "usage: vmtest test [--cells 'CPU:SMP ...'] [--scenarios all|NAME,...] [--cell-timeout SECS]\n       vmtest run"
     );
     ExitCode::from(2)
 }
@@ -77,7 +77,7 @@ fn main() -> ExitCode {
         }
         "test" => {
             let mut parsed = Vec::new();
-            for c in cells.split(',') {
+            for c in cells.split_whitespace() {
                 match Cell::parse(c) {
                     Some(cell) => parsed.push(cell),
                     None => {

@@ -165,7 +165,10 @@ impl Vm {
                         stream = std::os::unix::net::UnixStream::connect(&path).ok();
                     }
                     let Some(s) = stream.as_mut() else {
-                        eprintln!("vmtest: cannot reach the QEMU monitor at {}", path.display());
+                        eprintln!(
+                            "vmtest: cannot reach the QEMU monitor at {}",
+                            path.display()
+                        );
                         continue;
                     };
                     for _ in 0..n {
