@@ -82,7 +82,7 @@ mod table;
 mod walk;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 pub use kill::Kill;
 pub use table::TablePage;
