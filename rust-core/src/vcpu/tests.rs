@@ -3,7 +3,6 @@
 //! host enforces has a test here; the same behaviour is checked for real in the VM scenarios.
 
 use std::collections::VecDeque;
-use std::mem::MaybeUninit;
 
 use super::*;
 use crate::abi::{exit, hcall, trap, SharedPage};
