@@ -1,14 +1,14 @@
-# `make run`: what works so far, shown live.
+# `make run`: what works so far, shown live in the test VM.
 . /scenarios/lib.sh
-echo "== lguest demo: loading lg.ko"
+echo "== loading lg.ko"
 load_lg
-dmesg | grep 'lg:' | sed 's/^/   /'
-ls -l /dev/lguest
-echo "== lguest --version: $(lguest --version)"
-echo "== the launcher and the module talk:"
-echo "not a kernel" > /tmp/kernel
-lguest --verbose 64m /tmp/kernel root=/dev/lgba 2>&1 | sed 's/^/   /'
-echo "== protocol self-check:"
-lgprobe protocol | tail -1 | sed 's/^/   /'
+dmesg | grep 'lg:' | sed 's/^\[[^]]*\] /   /'
+echo "== lguest 32m /lg/lgtest lgtest=suite   (a Rust guest kernel at ring 1, its console below)"
+lguest 32m /lg/lgtest lgtest=suite
+echo "== launcher exit status: $?"
+echo "== a hostile guest: lguest 32m /lg/lgtest lgtest=iret-ring0"
+lguest 32m /lg/lgtest lgtest=iret-ring0
+echo "== launcher exit status: $? (the host killed the guest, and only the guest)"
+echo "== guest pages still pinned: $(cat /sys/module/lg/parameters/pinned_pages)"
 unload_lg
-echo "== lg.ko unloaded cleanly"
+echo "== lg.ko unloaded; kernel warnings since boot: $(dmesg | grep -cE 'WARNING|BUG|Oops')"
