@@ -20,6 +20,7 @@
 #include <linux/uaccess.h>
 #include <linux/vmalloc.h>
 #include <asm/cpufeature.h>
+#include <asm/fpu/xcr.h>
 #include <asm/fpu/xstate.h>
 #include <asm/hypervisor.h>
 #include <asm/mem_encrypt.h>
@@ -300,6 +301,8 @@ static int __init lg_init(void)
 		.stable_tsc = boot_cpu_has(X86_FEATURE_CONSTANT_TSC) &&
 			      boot_cpu_has(X86_FEATURE_NONSTOP_TSC),
 		.phys_bits = boot_cpu_data.x86_phys_bits,
+		.cr4 = cr4_read_shadow(),
+		.xcr0 = boot_cpu_has(X86_FEATURE_OSXSAVE) ? xgetbv(XCR_XFEATURE_ENABLED_MASK) : 0,
 		.tsc_khz = tsc_khz,
 		.user_top = TASK_SIZE_MAX,
 	};

@@ -54,6 +54,9 @@ pub struct LgHostInfo {
     pub stable_tsc: bool,
     /// The CPU's physical address width (MAXPHYADDR).
     pub phys_bits: u32,
+    /// The host's CR4 (its shadow copy) and XCR0 (0 without OSXSAVE), for what the guest sees.
+    pub cr4: u64,
+    pub xcr0: u64,
     pub tsc_khz: u64,
     /// `TASK_SIZE_MAX`: the top of user address space.
     pub user_top: u64,

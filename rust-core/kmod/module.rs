@@ -23,6 +23,8 @@ static IBPB: AtomicBool = AtomicBool::new(false);
 static STABLE_TSC: AtomicBool = AtomicBool::new(false);
 static PHYS_BITS: AtomicU32 = AtomicU32::new(0);
 static TSC_KHZ: AtomicU64 = AtomicU64::new(0);
+static CR4: AtomicU64 = AtomicU64::new(0);
+static XCR0: AtomicU64 = AtomicU64::new(0);
 static USER_TOP: AtomicU64 = AtomicU64::new(0);
 static SWITCHER_BASE: AtomicU64 = AtomicU64::new(0);
 static RESERVED_START: AtomicU64 = AtomicU64::new(0);
@@ -60,6 +62,8 @@ pub fn guest_facts(guest_id: u64) -> HostFacts {
         pku: PKU.load(Ordering::Relaxed),
         guest_id,
         phys_bits: PHYS_BITS.load(Ordering::Relaxed),
+        host_cr4: CR4.load(Ordering::Relaxed),
+        host_xcr0: XCR0.load(Ordering::Relaxed),
     }
 }
 
@@ -98,6 +102,8 @@ pub unsafe extern "C" fn lg_rust_init(ops: *const LgKernelOps, info: *const LgHo
     STABLE_TSC.store(info.stable_tsc, Ordering::Relaxed);
     PHYS_BITS.store(info.phys_bits, Ordering::Relaxed);
     TSC_KHZ.store(info.tsc_khz, Ordering::Relaxed);
+    CR4.store(info.cr4, Ordering::Relaxed);
+    XCR0.store(info.xcr0, Ordering::Relaxed);
     USER_TOP.store(info.user_top, Ordering::Relaxed);
     0
 }

@@ -330,7 +330,8 @@ pub struct SharedPage {
     pub paging_levels: u32,
     /// Host: the ABI version.
     pub abi_version: u32,
-    /// Host: TSC frequency in kHz (0 = do not trust the TSC).
+    /// Host: TSC frequency in kHz. [`feature::STABLE_TSC`] says whether it is also invariant
+    /// (constant rate, not stopping in idle).
     pub tsc_khz: u64,
     /// Host: CLOCK_REALTIME in ns, refreshed at init and on every interrupt delivery.
     pub wallclock_ns: u64,

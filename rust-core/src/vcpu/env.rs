@@ -50,6 +50,9 @@ pub struct HostFacts {
     pub guest_id: u64,
     /// The host's MAXPHYADDR.
     pub phys_bits: u32,
+    /// The host's CR4 and XCR0 (what `mov %cr4` and `xsetbv` are emulated against).
+    pub host_cr4: u64,
+    pub host_xcr0: u64,
 }
 
 pub trait Env: ShadowHost {

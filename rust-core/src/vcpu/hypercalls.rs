@@ -200,7 +200,15 @@ impl Vcpu {
             }
             hcall::SET_TRAP => self.set_trap(a0, a1, a2)?,
             hcall::SET_STACK => {
+                // Traps from user mode push their frame here: it must be kernel memory the
+                // guest's own tables decide about, never the switcher's.
                 self.check_code_address(a0, "SET_STACK stack pointer")?;
+                if a0 & 15 != 0 || a0 < 0xffff_8000_0000_0000 {
+                    return Err(kill!(
+                        "SET_STACK {a0:#x}: the kernel stack must be 16-byte aligned and in the                          upper (kernel) half"
+                    )
+                    .into());
+                }
                 self.sp0 = a0;
             }
             hcall::SET_SYSCALL_ENTRY => {

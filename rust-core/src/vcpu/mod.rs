@@ -12,6 +12,7 @@
 #![allow(clippy::result_large_err, clippy::large_enum_variant)]
 
 pub mod death;
+mod emulate;
 pub mod env;
 mod gmem;
 mod hypercalls;
@@ -74,6 +75,13 @@ pub struct Vcpu {
     unposted_irqs: u32,
     /// The guest is in `HALT`, waiting for an interrupt.
     halted: bool,
+    /// ... or in `hlt` with interrupts off: only a signal ends that.
+    halt_forever: bool,
+    /// The last page-fault address delivered (what `mov %cr2` reads).
+    last_cr2: u64,
+    /// The host's CR4 and XCR0, for emulating `mov %cr4` and `xsetbv`.
+    host_cr4: u64,
+    host_xcr0: u64,
     /// The last exit was a hypercall that still needs handling.
     hypercall_pending: bool,
     /// Next async ring slot to look at.
@@ -143,6 +151,10 @@ impl Vcpu {
             addr_of_mut!((*this).irq_vector).write(abi::DEFAULT_IRQ_VECTOR as u8);
             addr_of_mut!((*this).unposted_irqs).write(0);
             addr_of_mut!((*this).halted).write(false);
+            addr_of_mut!((*this).halt_forever).write(false);
+            addr_of_mut!((*this).last_cr2).write(0);
+            addr_of_mut!((*this).host_cr4).write(facts.host_cr4);
+            addr_of_mut!((*this).host_xcr0).write(facts.host_xcr0);
             addr_of_mut!((*this).hypercall_pending).write(false);
             addr_of_mut!((*this).async_cursor).write(0);
             addr_of_mut!((*this).sp0).write(0);
@@ -217,6 +229,10 @@ impl Vcpu {
         }
         env.yield_point();
         self.gather_irqs(env)?;
+        if self.halted && self.halt_forever {
+            env.wait_for_irq(0);
+            return Ok(None);
+        }
         if self.halted {
             if !self.irq_deliverable_when_halted(env)? {
                 let mask = self.wake_mask(env)?;
@@ -276,6 +292,14 @@ impl Vcpu {
                 Err(kill!("double fault in guest mode at {:#x}", self.cpu.regs.rip).into())
             }
             v if v >= u64::from(vector::FIRST_EXTERNAL) => Ok(None), // host interrupt, handled
+            v if v == u64::from(vector::UD) && self.user_mode && self.try_syscall(env)? => Ok(None),
+            v if v == u64::from(vector::GP)
+                && !self.user_mode
+                && exit.err == 0
+                && self.try_emulate(env)? =>
+            {
+                Ok(None)
+            }
             v => {
                 let v = v as u8;
                 let err = vector::has_error_code(v).then_some(exit.err);

@@ -100,9 +100,13 @@ impl Env for FakeEnv {
     fn set_timer(&mut self, ns: Option<u64>) {
         self.timer = Some(ns);
     }
-    fn wait_for_irq(&mut self, _mask: u32) {
+    fn wait_for_irq(&mut self, mask: u32) {
         self.waits += 1;
         self.irqs |= self.irq_on_wait;
+        if mask == 0 {
+            // Nothing can wake this sleep but a signal: deliver one, or the test would hang.
+            self.signal = true;
+        }
     }
     fn yield_point(&mut self) {}
     fn realtime_ns(&mut self) -> u64 {
@@ -119,6 +123,8 @@ impl Env for FakeEnv {
             pku: false,
             guest_id: 7,
             phys_bits: 46,
+            host_cr4: 0x3506f0 | (1 << 12),
+            host_xcr0: 0x7,
         }
     }
 }
@@ -647,4 +653,178 @@ fn signals_return_to_the_launcher() {
     env.signal = true;
     assert_eq!(v.run(&mut env), Err(Errno::ERESTARTSYS));
     assert!(env.entries.is_empty(), "the guest did not run");
+}
+
+/// Put `bytes` at the guest's CODE address and make the next exit happen there.
+fn code_at(env: &mut FakeEnv, bytes: &[u8]) {
+    env.mem.mem[0x20_0000..0x20_0000 + bytes.len()].copy_from_slice(bytes);
+}
+
+fn at_code(v: u8, user: bool) -> Step {
+    Box::new(move |cpu, _| {
+        cpu.regs.rip = CODE;
+        cpu.regs.cs = if user {
+            0x33
+        } else {
+            u64::from(abi::GUEST_KERNEL_CS)
+        };
+        if user {
+            cpu.regs.rsp = 0x7fff_0000;
+        }
+        Exit {
+            vector: u64::from(v),
+            ..Exit::default()
+        }
+    })
+}
+
+#[test]
+fn a_user_syscall_bounces_to_the_registered_entry() {
+    let (mut v, mut env) = world();
+    code_at(&mut env, &[0x0f, 0x05]);
+    let steps = vec![
+        init(),
+        hc(hcall::SET_STACK, [STACK_TOP, 0, 0, 0, 0]),
+        hc(hcall::SET_SYSCALL_ENTRY, [HANDLER, 0x47700, 0, 0, 0]),
+        hc(
+            hcall::SET_SEGMENT_BASE,
+            [hcall::SEG_GS_KERNEL, 0xffff_8880_0000_1000, 0, 0, 0],
+        ),
+    ];
+    let _ = run_script(&mut v, &mut env, steps);
+    env.mem.write(SHARED_GPA, 0x200);
+    // Pretend the kernel dropped to user mode (with the user GS base active).
+    v.user_mode = true;
+    v.swap_gs();
+    v.cpu.gs_base = 0x1234;
+    let _ = run_script(&mut v, &mut env, vec![at_code(vector::UD, true)]);
+    let at = env.entries.last().unwrap();
+    assert_eq!(at.regs.rip, HANDLER);
+    assert_eq!(at.regs.cs, u64::from(abi::GUEST_KERNEL_CS));
+    assert_eq!(at.regs.rcx, CODE + 2);
+    assert_eq!(at.regs.r11 & 0x200, 0x200, "R11 shows the virtual IF");
+    assert_eq!(at.regs.rsp, STACK_TOP - 40);
+    assert_eq!(at.gs_base, 0xffff_8880_0000_1000, "kernel GS active");
+    let frame: Vec<u64> = (0..5)
+        .map(|i| env.mem.read(0x30_0000 - 40 + 8 * i))
+        .collect();
+    assert_eq!(frame, vec![CODE + 2, 0x33, at.regs.r11, 0x7fff_0000, 0x2b]);
+    assert_eq!(shared(&env, 0), 0, "the mask had IF: virtual IF off");
+}
+
+#[test]
+fn other_user_ud_and_missing_entry_are_reflected() {
+    let (mut v, mut env) = world();
+    code_at(&mut env, &[0x0f, 0x0b]); // ud2
+    let steps = vec![
+        init(),
+        hc(hcall::SET_STACK, [STACK_TOP, 0, 0, 0, 0]),
+        hc(hcall::SET_TRAP, [6, HANDLER + 0x10, trap::PRESENT, 0, 0]),
+    ];
+    let _ = run_script(&mut v, &mut env, steps);
+    v.user_mode = true;
+    let _ = run_script(&mut v, &mut env, vec![at_code(vector::UD, true)]);
+    let at = env.entries.last().unwrap();
+    assert_eq!(at.regs.rip, HANDLER + 0x10, "reflected as #UD");
+    assert_eq!(
+        env.mem.read(0x30_0000 - 40 + 8),
+        0x33,
+        "a user frame on the kernel stack"
+    );
+}
+
+#[test]
+fn privileged_instructions_linux_needs_are_emulated() {
+    for (bytes, check) in [
+        (&[0x0f, 0x20, 0xd8][..], "rax=cr3"),
+        (&[0x41, 0x0f, 0x20, 0xc0][..], "r8=cr0"),
+        (&[0x0f, 0x20, 0xe3][..], "rbx=cr4"),
+        (&[0x0f, 0x09][..], "wbinvd"),
+        (&[0x0f, 0x01, 0xd1][..], "xsetbv"),
+    ] {
+        let (mut v, mut env) = world();
+        code_at(&mut env, bytes);
+        let _ = run_script(&mut v, &mut env, vec![init()]);
+        v.cpu.regs.rax = 7; // xsetbv: x87|SSE|AVX, a subset of the host's XCR0
+        v.cpu.regs.rcx = 0;
+        v.cpu.regs.rdx = 0;
+        let _ = run_script(&mut v, &mut env, vec![at_code(vector::GP, false)]);
+        let at = env.entries.last().unwrap().regs;
+        assert_eq!(at.rip, CODE + bytes.len() as u64, "{check}: skipped");
+        match check {
+            "rax=cr3" => assert_eq!(at.rax, v.shadow.current_pml4().unwrap()),
+            "r8=cr0" => assert_eq!(at.r8, emulate::GUEST_CR0),
+            "rbx=cr4" => {
+                assert_eq!(at.rbx & (1 << 7), 0, "no PGE");
+                assert_eq!(at.rbx & (1 << 12), 0, "no LA57");
+                assert_ne!(at.rbx & (1 << 18), 0, "OSXSAVE kept");
+            }
+            _ => {}
+        }
+    }
+    // Not on the list, or not acceptable: reflected #GP (here: no handler, so killed).
+    for (bytes, rax) in [(&[0x0f, 0x30][..], 0u64), (&[0x0f, 0x01, 0xd1][..], 0xff)] {
+        let (mut v, mut env) = world();
+        code_at(&mut env, bytes);
+        let _ = run_script(&mut v, &mut env, vec![init()]);
+        v.cpu.regs.rax = rax;
+        run_script(&mut v, &mut env, vec![at_code(vector::GP, false)]).unwrap();
+        assert!(
+            reason(&v).starts_with("unhandled #GP"),
+            "{bytes:x?}: {}",
+            reason(&v)
+        );
+    }
+    // From user mode nothing is emulated.
+    let (mut v, mut env) = world();
+    code_at(&mut env, &[0x0f, 0x20, 0xd8]);
+    let _ = run_script(
+        &mut v,
+        &mut env,
+        vec![init(), hc(hcall::SET_STACK, [STACK_TOP, 0, 0, 0, 0])],
+    );
+    v.user_mode = true;
+    run_script(&mut v, &mut env, vec![at_code(vector::GP, true)]).unwrap();
+    assert!(reason(&v).starts_with("unhandled #GP"));
+}
+
+#[test]
+fn hlt_with_interrupts_off_sleeps_until_a_signal() {
+    let (mut v, mut env) = world();
+    code_at(&mut env, &[0xf4]);
+    let _ = run_script(&mut v, &mut env, vec![init()]);
+    env.irq_on_wait = 1; // an interrupt arrives, but the virtual IF is off
+    env.script.push_back(at_code(vector::GP, false));
+    env.signal = false;
+    // The fake "CPU" raises a signal after three sleeps, or the loop would sleep forever.
+    let mut waits = 0;
+    for _ in 0..3 {
+        let r = v.run(&mut env);
+        if r == Err(Errno::ERESTARTSYS) && env.waits > waits {
+            waits = env.waits;
+        }
+        env.signal = true;
+    }
+    assert!(env.waits >= 1, "it slept");
+    // Entries: INIT, the end of that script, the hlt. None after it.
+    assert_eq!(env.entries.len(), 3, "and never ran the guest again");
+}
+
+#[test]
+fn the_kernel_stack_must_be_kernel_memory() {
+    for (sp0, want) in [
+        (0x7fff_0000, "upper (kernel) half"),
+        (STACK_TOP - 8, "16-byte aligned"),
+        (0xffff_c800_0000_1000, "inside the reserved switcher range"),
+        (0x0000_8000_0000_0000, "non-canonical"),
+    ] {
+        let (mut v, mut env) = world();
+        run_script(
+            &mut v,
+            &mut env,
+            vec![init(), hc(hcall::SET_STACK, [sp0, 0, 0, 0, 0])],
+        )
+        .unwrap();
+        assert!(reason(&v).contains(want), "{sp0:#x}: {}", reason(&v));
+    }
 }

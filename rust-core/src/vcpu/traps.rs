@@ -216,6 +216,7 @@ impl Vcpu {
                     )
                     .into());
                 }
+                self.last_cr2 = cr2;
                 self.write_shared(env, core::mem::offset_of!(abi::SharedPage, cr2), cr2)?;
                 self.reflect(env, vector::PF, Some(err))
             }
