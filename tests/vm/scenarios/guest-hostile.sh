@@ -46,7 +46,6 @@ int-host-vector|1|guest killed: unhandled #GP
 int-nmi|1|guest killed: unhandled #GP
 cli|1|guest killed: unhandled #GP (vector 13, error 0x0)
 sti|1|guest killed: unhandled #GP (vector 13, error 0x0)
-hlt|1|guest killed: unhandled #GP (vector 13, error 0x0)
 wrmsr|1|guest killed: unhandled #GP (vector 13, error 0x0)
 mov-cr3|1|guest killed: unhandled #GP (vector 13, error 0x0)
 lgdt|1|guest killed: unhandled #GP (vector 13, error 0x0)
