@@ -3,6 +3,7 @@
 //! <detail>` per check, then `lgprobe <subcommand>: N checks, M failures`; exit status 0 iff M == 0.
 
 mod fuzz;
+mod lifecycle;
 mod model;
 mod openclose;
 mod proto;
@@ -22,6 +23,8 @@ usage: lgprobe <subcommand>
   openclose [N]       N open/close cycles, every other one with a guest (default 1000)
   threads             close during reads, a read during BREAK 1, BREAK blocking/waking/EINTR,
                       INITIALIZE races
+  lifecycle [N]       N guests that run and die: SIGKILLed launchers, files closed by another
+                      thread during read(), guests that die by themselves (default 1000)
   all                 protocol, fuzz 10000, openclose 1000, threads
 environment: LGPROBE_DEVICE (default /dev/lguest), LGPROBE_SWITCHER=START:END (switcher range,
   if known: enables the entry-point-in-switcher checks)";
@@ -45,6 +48,7 @@ fn main() {
         "fuzz" => vec![Section::Fuzz(num(1, 10_000), num(2, clock_seed()))],
         "openclose" => vec![Section::OpenClose(num(1, 1000))],
         "threads" => vec![Section::Threads],
+        "lifecycle" => vec![Section::Lifecycle(num(1, 1000))],
         "all" => vec![
             Section::Protocol,
             Section::Fuzz(10_000, clock_seed()),
@@ -74,6 +78,7 @@ fn main() {
             Section::Fuzz(n, seed) => ("fuzz", fuzz::run(&mut rep, n, seed)),
             Section::OpenClose(n) => ("openclose", openclose::run(&mut rep, n)),
             Section::Threads => ("threads", threads::run(&mut rep)),
+            Section::Lifecycle(n) => ("lifecycle", lifecycle::run(&mut rep, n)),
         };
         if let Err(e) = result {
             rep.check(&format!("{name}_setup"), Err(e));
@@ -92,12 +97,13 @@ enum Section {
     Fuzz(u64, u64),
     OpenClose(u64),
     Threads,
+    Lifecycle(u64),
 }
 
 fn sub_max_args(sub: &str) -> usize {
     match sub {
         "fuzz" => 3,
-        "openclose" => 2,
+        "openclose" | "lifecycle" => 2,
         _ => 1,
     }
 }
