@@ -217,7 +217,7 @@ static ssize_t lg_write(struct file *file, const char __user *ubuf, size_t len, 
 	if (copy_from_user(buf, ubuf, len))
 		return -EFAULT;
 
-	r = lg_rust_write(f->dev, buf, len, (u64)(unsigned long)current, &val);
+	r = lg_rust_write(f->dev, f, buf, len, (u64)(unsigned long)current, &val);
 	switch (r) {
 	case LG_WRITE_ACTION_RETURN:
 		return (ssize_t)val;

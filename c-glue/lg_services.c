@@ -10,6 +10,8 @@
 #include <linux/highmem.h>
 #include <linux/io.h>
 #include <linux/mm.h>
+#include <linux/mmap_lock.h>
+#include <linux/mutex.h>
 #include <linux/module.h>
 #include <linux/sched/signal.h>
 #include <linux/timekeeping.h>
@@ -222,6 +224,79 @@ static void lg_guest_enter_end(void *ctx, uint64_t vector, bool nmi, bool mce)
 	preempt_enable();
 }
 
+/* ---- DMA between guests (rust-core/src/dma): the lock, key identity, other guests' memory. ---- */
+
+static DEFINE_MUTEX(lg_dma_mutex);
+
+static void lg_dma_lock(void)
+{
+	mutex_lock(&lg_dma_mutex);
+}
+
+static void lg_dma_unlock(void)
+{
+	mutex_unlock(&lg_dma_mutex);
+}
+
+/*
+ * Like a futex key: memory the launcher maps MAP_SHARED from a file is identified by the file and
+ * the offset in it, so two launchers mapping the same file at different addresses meet there.
+ */
+static int32_t lg_dma_identify(uint64_t uaddr, uint64_t *file, uint64_t *offset)
+{
+	struct mm_struct *mm = current->mm;
+	struct vm_area_struct *vma;
+	int32_t r = -EFAULT;
+
+	if (!mm)
+		return -EFAULT;
+	mmap_read_lock(mm);
+	vma = vma_lookup(mm, uaddr);
+	if (vma) {
+		r = 0;
+		if ((vma->vm_flags & VM_SHARED) && vma->vm_file) {
+			*file = (uint64_t)(unsigned long)file_inode(vma->vm_file);
+			*offset = ((uint64_t)vma->vm_pgoff << PAGE_SHIFT) + (uaddr - vma->vm_start);
+			r = 1;
+		}
+	}
+	mmap_read_unlock(mm);
+	return r;
+}
+
+static void lg_dma_hold(uint64_t file)
+{
+	ihold((struct inode *)(unsigned long)file);
+}
+
+static void lg_dma_release(uint64_t file)
+{
+	iput((struct inode *)(unsigned long)file);
+}
+
+static int64_t lg_access_remote(void *ctx, uint64_t uaddr, uint8_t *buf, size_t len, bool write)
+{
+	struct lg_file *f = ctx;
+
+	if (!f->owner)
+		return 0;
+	return access_process_vm(f->owner, uaddr, buf, len, write ? FOLL_WRITE : 0);
+}
+
+static const LgDevice *lg_file_device(void *ctx)
+{
+	return ((struct lg_file *)ctx)->dev;
+}
+
+static void lg_wake(void *ctx)
+{
+	struct lg_file *f = ctx;
+
+	wake_up_interruptible(&f->irq_wq);
+	if (f->owner)
+		kick_process(f->owner);
+}
+
 const LgKernelOps lg_ops = {
 	.log = lg_log,
 	.alloc_page = lg_alloc_page,
@@ -238,4 +313,12 @@ const LgKernelOps lg_ops = {
 	.set_timer = lg_set_timer,
 	.wait_for_irq = lg_wait_for_irq,
 	.realtime_ns = lg_realtime_ns,
+	.dma_lock = lg_dma_lock,
+	.dma_unlock = lg_dma_unlock,
+	.dma_identify = lg_dma_identify,
+	.dma_hold = lg_dma_hold,
+	.dma_release = lg_dma_release,
+	.access_remote = lg_access_remote,
+	.file_device = lg_file_device,
+	.wake = lg_wake,
 };

@@ -37,6 +37,28 @@ pub struct LgKernelOps {
     pub wait_for_irq: unsafe extern "C" fn(ctx: *mut c_void, mask: u32),
     /// CLOCK_REALTIME in nanoseconds.
     pub realtime_ns: unsafe extern "C" fn() -> u64,
+    /// The global DMA lock (a mutex: held across copies that may sleep).
+    pub dma_lock: unsafe extern "C" fn(),
+    pub dma_unlock: unsafe extern "C" fn(),
+    /// What backs the current task's user address `uaddr`: 0 private memory, 1 a shared file
+    /// mapping (then `file` and `offset` identify it), negative if nothing is mapped there.
+    pub dma_identify: unsafe extern "C" fn(uaddr: u64, file: *mut u64, offset: *mut u64) -> i32,
+    /// Take / drop a reference on a file identity from `dma_identify`.
+    pub dma_hold: unsafe extern "C" fn(file: u64),
+    pub dma_release: unsafe extern "C" fn(file: u64),
+    /// Copy to or from another guest's launcher memory (`ctx` is that guest's file context).
+    /// Returns the bytes copied.
+    pub access_remote: unsafe extern "C" fn(
+        ctx: *mut c_void,
+        uaddr: u64,
+        buf: *mut u8,
+        len: usize,
+        write: bool,
+    ) -> i64,
+    /// The Rust device state of another guest's file context.
+    pub file_device: unsafe extern "C" fn(ctx: *mut c_void) -> *const LgDevice,
+    /// Wake another guest (it may be halted, or running on another CPU) to see a new interrupt.
+    pub wake: unsafe extern "C" fn(ctx: *mut c_void),
 }
 
 /// What the C shim tells Rust about the host at module load.

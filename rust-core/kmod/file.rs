@@ -7,6 +7,7 @@ use lg_core::device::{Device, WriteOutcome};
 use lg_core::errno::Errno;
 use lg_core::vcpu::HostFacts;
 
+use crate::dma::KernelDma;
 use crate::ffi::{LgDevice, LgWriteAction};
 use crate::host::KernelEnv;
 use crate::kernel::ops;
@@ -45,6 +46,7 @@ pub unsafe extern "C" fn lg_rust_device_drop(dev: *mut LgDevice, ctx: *mut c_voi
     {
         // SAFETY: the caller guarantees `dev` is live and that no other operation runs.
         let d = unsafe { device(dev) };
+        KernelDma::new(ctx, d).forget();
         let mut env = KernelEnv {
             ctx,
             dev: d,
@@ -68,10 +70,12 @@ unsafe fn device<'a>(dev: *const LgDevice) -> &'a Device {
 /// `LgWriteAction` (and for `Return`, the value in `*ret`), or `-errno`.
 ///
 /// # Safety
-/// `dev` must be live, `buf` valid for `len` bytes, `ret` valid for writes.
+/// `dev` must be live and `ctx` its shim context, `buf` valid for `len` bytes, `ret` valid for
+/// writes.
 #[no_mangle]
 pub unsafe extern "C" fn lg_rust_write(
     dev: *const LgDevice,
+    ctx: *mut c_void,
     buf: *const u8,
     len: usize,
     caller: u64,
@@ -88,6 +92,15 @@ pub unsafe extern "C" fn lg_rust_write(
         Ok(WriteOutcome::WaitForBreakOff) => LgWriteAction::WaitBreakOff as i64,
         Ok(WriteOutcome::WakeBreakWaiters) => LgWriteAction::WakeBreak as i64,
         Ok(WriteOutcome::Initialized) => LgWriteAction::Initialized as i64,
+        Ok(WriteOutcome::GetDma { key }) => match KernelDma::new(ctx, dev).get(key) {
+            Ok(Some(gpa)) => {
+                // SAFETY: guaranteed by the caller.
+                unsafe { ret.write(gpa) };
+                LgWriteAction::Return as i64
+            }
+            Ok(None) => -i64::from(Errno::ENOSPC.0),
+            Err(_) => -i64::from(Errno::ENOENT.0),
+        },
         Err(e) => -i64::from(e.0),
     }
 }

@@ -5,12 +5,14 @@ use core::ffi::c_void;
 use core::ptr::NonNull;
 
 use lg_core::device::Device;
+use lg_core::dma::engine::{DmaError, Sent};
 use lg_core::shadow::{MemFault, Shadow, ShadowHost, TablePage};
 use lg_core::switcher::layout::{GDT_PAGE, HOST_PAGE, REGS_PAGE};
 use lg_core::switcher::pages::{off, GdtPage, GuestExtra, GuestRegs, HostPage, TRAP_ABORTED};
 use lg_core::switcher::tables::tls_slot;
 use lg_core::vcpu::{CpuState, Env, Exit, HostFacts};
 
+use crate::dma::KernelDma;
 use crate::kernel::ops;
 use crate::module;
 
@@ -162,6 +164,18 @@ impl Env for KernelEnv<'_> {
 
     fn facts(&self) -> HostFacts {
         self.facts
+    }
+
+    fn dma_bind(&mut self, key: u64, dmas: u64, arg: u64) -> Result<u64, DmaError> {
+        KernelDma::new(self.ctx, self.dev).bind(key, dmas, arg)
+    }
+
+    fn dma_send(&mut self, key: u64, dma: u64) -> Result<Sent, DmaError> {
+        KernelDma::new(self.ctx, self.dev).send(key, dma)
+    }
+
+    fn dma_condemned(&mut self) -> Option<u64> {
+        self.dev.condemned()
     }
 }
 

@@ -15,6 +15,7 @@
     clippy::indexing_slicing
 )]
 
+mod dma;
 mod ffi;
 mod file;
 mod host;

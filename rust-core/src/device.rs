@@ -34,6 +34,8 @@ pub enum WriteOutcome {
     WakeBreakWaiters,
     /// `INITIALIZE` succeeded: the caller is now the owner; `write()` returns the byte count.
     Initialized,
+    /// `GETDMA(key)`: the kernel glue looks the binding up (it holds the DMA table).
+    GetDma { key: u64 },
 }
 
 /// One open `/dev/lguest`.
@@ -50,6 +52,9 @@ pub struct Device {
     id: AtomicU64,
     /// Set once the guest is gone for good (writes then fail with `ENOENT`).
     dead: AtomicBool,
+    /// Another guest found this guest's DMA receive buffers invalid: the guest-physical address
+    /// of the broken descriptor, plus 1 (0 = nothing). The vCPU dies on it at its next turn.
+    condemned: AtomicU64,
     /// The virtual CPU, built in place by the owner's first `read()` (`vcpu_made` says so). Only
     /// the owner thread touches it (inside `read`), and teardown happens when no file operation
     /// can run any more.
@@ -87,6 +92,7 @@ impl Device {
             break_out: AtomicBool::new(false),
             id: AtomicU64::new(0),
             dead: AtomicBool::new(false),
+            condemned: AtomicU64::new(0),
             vcpu_made: AtomicBool::new(false),
             vcpu: UnsafeCell::new(MaybeUninit::uninit()),
         }
@@ -109,6 +115,7 @@ impl Device {
             addr_of_mut!((*this).break_out).write(AtomicBool::new(false));
             addr_of_mut!((*this).id).write(AtomicU64::new(0));
             addr_of_mut!((*this).dead).write(AtomicBool::new(false));
+            addr_of_mut!((*this).condemned).write(AtomicU64::new(0));
             addr_of_mut!((*this).vcpu_made).write(AtomicBool::new(false));
         }
     }
@@ -169,8 +176,7 @@ impl Device {
             return Err(Errno::EPERM);
         }
         match req {
-            // Nothing can be bound before the guest runs: DMA arrives with the I/O issue.
-            Request::GetDma { .. } => Err(Errno::ENOENT),
+            Request::GetDma { key } => Ok(WriteOutcome::GetDma { key }),
             Request::Irq { irq } => {
                 self.pending_irqs.fetch_or(1 << irq, Ordering::AcqRel);
                 Ok(WriteOutcome::Return(len))
@@ -218,6 +224,24 @@ impl Device {
     /// Take the interrupts raised from outside since the last time.
     pub fn take_irqs(&self) -> u32 {
         self.pending_irqs.swap(0, Ordering::AcqRel)
+    }
+
+    /// Another guest found our receive buffer at `gpa` invalid (see [`crate::dma`]).
+    pub fn condemn(&self, gpa: u64) {
+        let _ = self.condemned.compare_exchange(
+            0,
+            gpa.wrapping_add(1),
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        );
+    }
+
+    /// The receive buffer another guest found invalid, if any.
+    pub fn condemned(&self) -> Option<u64> {
+        match self.condemned.load(Ordering::Acquire) {
+            0 => None,
+            v => Some(v.wrapping_sub(1)),
+        }
     }
 
     /// Withdraw interrupts in `mask` that were raised but not taken yet.
@@ -361,7 +385,10 @@ mod tests {
         assert_eq!(d.write(&w(&[2, 3]), 8, &HOST), Err(Errno::EPERM));
         assert_eq!(d.write(&w(&[2, 3]), 7, &HOST), Ok(WriteOutcome::Return(16)));
         assert_eq!(d.pending_irqs(), 8);
-        assert_eq!(d.write(&w(&[1, 0]), 7, &HOST), Err(Errno::ENOENT));
+        assert_eq!(
+            d.write(&w(&[1, 0]), 7, &HOST),
+            Ok(WriteOutcome::GetDma { key: 0 })
+        );
         assert_eq!(
             d.write(&w(&[3, 1]), 8, &HOST),
             Ok(WriteOutcome::WaitForBreakOff)

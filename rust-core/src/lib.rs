@@ -27,6 +27,7 @@
 
 pub mod abi;
 pub mod device;
+pub mod dma;
 pub mod errno;
 pub mod fixedbuf;
 pub mod protocol;

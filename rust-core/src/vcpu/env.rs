@@ -4,6 +4,7 @@
 //! fake that simulates guest memory and "runs" the guest by replaying scripted exits. Everything
 //! the vCPU decides is therefore testable on the host.
 
+use crate::dma::engine::{DmaError, Sent};
 use crate::shadow::{MemFault, ShadowHost};
 use crate::switcher::pages::GuestRegs;
 
@@ -82,4 +83,10 @@ pub trait Env: ShadowHost {
     fn yield_point(&mut self);
     fn realtime_ns(&mut self) -> u64;
     fn facts(&self) -> HostFacts;
+
+    /// `BIND_DMA` and `SEND_DMA` (docs/abi.md §3), done by the DMA engine with the global table.
+    fn dma_bind(&mut self, key: u64, dmas: u64, arg: u64) -> Result<u64, DmaError>;
+    fn dma_send(&mut self, key: u64, dma: u64) -> Result<Sent, DmaError>;
+    /// Another guest found this guest's receive buffer at the returned address invalid.
+    fn dma_condemned(&mut self) -> Option<u64>;
 }

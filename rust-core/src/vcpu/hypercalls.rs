@@ -252,9 +252,17 @@ impl Vcpu {
             hcall::HALT => self.halt(env)?,
             hcall::GET_WALLCLOCK => self.cpu.regs.rax = env.realtime_ns(),
             hcall::IRET => self.iret(env)?,
-            hcall::BIND_DMA | hcall::SEND_DMA => {
-                return Err(kill!("{} is not implemented by this host yet", name(nr)).into());
-            }
+            hcall::BIND_DMA => match env.dma_bind(a0, a1, a2) {
+                Ok(r) => self.cpu.regs.rax = r,
+                Err(e) => return Err(kill!("BIND_DMA: {e}").into()),
+            },
+            hcall::SEND_DMA => match env.dma_send(a0, a1) {
+                Ok(crate::dma::engine::Sent::ToLauncher) => {
+                    return Ok(Some(Record::Dma { dma: a1, key: a0 }))
+                }
+                Ok(_) => {}
+                Err(e) => return Err(kill!("SEND_DMA: {e}").into()),
+            },
             _ => return Err(kill!("unknown hypercall {nr}").into()),
         }
         Ok(None)

@@ -221,6 +221,12 @@ impl Vcpu {
                 return Ok(Some(Record::Dead));
             }
         }
+        if let Some(gpa) = env.dma_condemned() {
+            return Err(kill!(
+                "another guest found this guest's DMA receive buffer at {gpa:#x} invalid"
+            )
+            .into());
+        }
         if env.signal_pending() {
             return Err(Stop::Errno(Errno::ERESTARTSYS));
         }

@@ -112,6 +112,22 @@ impl Env for FakeEnv {
     fn realtime_ns(&mut self) -> u64 {
         1_700_000_000_000_000_000
     }
+    fn dma_bind(&mut self, _: u64, _: u64, arg: u64) -> Result<u64, crate::dma::engine::DmaError> {
+        if arg & 0xff > 31 {
+            return Err(crate::dma::engine::DmaError::BadIrq { irq: arg & 0xff });
+        }
+        Ok(1)
+    }
+    fn dma_send(
+        &mut self,
+        _: u64,
+        _: u64,
+    ) -> Result<crate::dma::engine::Sent, crate::dma::engine::DmaError> {
+        Ok(crate::dma::engine::Sent::ToLauncher)
+    }
+    fn dma_condemned(&mut self) -> Option<u64> {
+        None
+    }
     fn facts(&self) -> HostFacts {
         HostFacts {
             la57: false,
@@ -327,7 +343,11 @@ fn shutdown_crash_and_unknown_calls() {
             [0, 1 << 63, 0, 0, 0],
             "non-canonical base",
         ),
-        (hcall::BIND_DMA, [0; 5], "not implemented"),
+        (
+            hcall::BIND_DMA,
+            [0x8000, 0x9000, (1 << 8) | 40, 0, 0],
+            "irq 40 is not in 0..=31",
+        ),
     ] {
         let (mut v, mut env) = world();
         run_script(&mut v, &mut env, vec![init(), hc(nr, args)]).unwrap();

@@ -550,6 +550,8 @@ mod tests {
         }
     }
 
+    use lg_core::dma::engine::{DmaError, Sent};
+
     impl Env for FakeEnv<'_> {
         fn read_gpa_bytes(
             &mut self,
@@ -610,6 +612,16 @@ mod tests {
             0
         }
 
+        // These garbage guests die before any hypercall.
+        fn dma_bind(&mut self, _: u64, _: u64, _: u64) -> Result<u64, DmaError> {
+            unreachable!("a garbage guest made a hypercall")
+        }
+        fn dma_send(&mut self, _: u64, _: u64) -> Result<Sent, DmaError> {
+            unreachable!("a garbage guest made a hypercall")
+        }
+        fn dma_condemned(&mut self) -> Option<u64> {
+            None
+        }
         fn facts(&self) -> HostFacts {
             HostFacts {
                 la57: false,
@@ -637,6 +649,8 @@ mod tests {
                 );
                 Effect::Block
             }
+            // Nothing is ever bound in this world: the kernel glue answers GETDMA with ENOENT.
+            Ok(WriteOutcome::GetDma { .. }) => Effect::Fail(Errno::ENOENT),
             Ok(WriteOutcome::WakeBreakWaiters | WriteOutcome::Initialized) => {
                 Effect::Ret(b.len() as u64)
             }
