@@ -2,6 +2,7 @@
 #   make          build lg.ko, the launcher and the guests
 #   make test     lint, host unit tests, module build gates, then the QEMU VM matrix
 #   make run      boot the test VM with lg.ko loaded and show what works so far
+#   make bench    guest vs native cost of basic operations in the test VM (docs/bench.md)
 #   make deps     install build/test dependencies (run automatically by the targets above)
 # KVER=6.1.0-NN-amd64 or KDIR=/path/to/headers override the kernel the module is built for.
 
@@ -15,7 +16,7 @@ DEPS_STAMP := $(ROOT)/target/.deps-stamp
 export KVER KDIR
 
 
-.PHONY: all module rust-obj userspace guests deps test lint unit gates vmtest run clean FORCE
+.PHONY: all module rust-obj userspace guests deps test lint unit gates vmtest run bench clean FORCE
 
 all: module userspace guests
 
@@ -35,10 +36,11 @@ module: rust-obj
 	$(MAKE) -C $(KDIR) M=$(ROOT) modules
 	c-glue/tools/check-kobj.sh lg.ko $(KDIR)/Module.symvers __none__
 
-# Static userspace programs for the test VM (and the host): the launcher and the probes.
+# Static userspace programs for the test VM (and the host): the launcher, the probes and the
+# native benchmarks.
 userspace: $(DEPS_STAMP)
 	RUSTFLAGS="-C target-feature=+crt-static" cargo build --quiet --release \
-		--target $(HOST_TARGET) -p launcher -p lgprobe
+		--target $(HOST_TARGET) -p launcher -p lgprobe -p nativebench
 
 # The guest kernels the project ships (guests/build.sh): target/guests/<name>.
 guests: $(DEPS_STAMP)
@@ -49,6 +51,11 @@ test: $(DEPS_STAMP)
 
 run: module userspace guests
 	cargo run --quiet --release -p harness -- run
+
+# Benchmarks, not tests: a table of guest vs native cycles per operation; also writes
+# target/bench/bench.{json,png} and copies them to docs/.
+bench: module userspace guests
+	cargo run --quiet --release -p harness -- bench
 
 clean:
 	-test -d "$(KDIR)" && $(MAKE) -C $(KDIR) M=$(ROOT) clean

@@ -2,7 +2,8 @@
 # Install everything the build and the tests need, idempotently (a second run does nothing and
 # takes about a second). Needs root for apt. Writes the chosen kernel ABI to target/kver.
 #
-#  - Debian packages: headers of the test kernel, QEMU, static busybox, cpio, build tools.
+#  - Debian packages: headers of the test kernel, QEMU, static busybox, cpio, build tools, and
+#    DejaVu Sans for the make bench chart (read at run time, never shipped).
 #  - Rust: the x86_64-unknown-none target and rust-src for -Zbuild-std (the toolchain itself is
 #    pinned by rust-toolchain.toml and installed by rustup on first use).
 #  - The Debian kernel image the VM tests boot, unpacked under target/kimg/$KVER (never installed
@@ -32,7 +33,7 @@ if [ -z "${KVER:-}" ]; then
     [ -n "$KVER" ] || { echo "deps: cannot resolve the kernel version from linux-image-amd64" >&2; exit 1; }
 fi
 
-PKGS="linux-headers-$KVER qemu-system-x86 busybox-static cpio gcc make binutils kmod gzip"
+PKGS="linux-headers-$KVER qemu-system-x86 busybox-static cpio gcc make binutils kmod gzip fonts-dejavu-core"
 missing=
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

@@ -4,6 +4,7 @@
 #   /bin/busybox      Debian's static busybox (applets installed at boot)
 #   /lg.ko            the module under test
 #   /lg/lguest, /lg/lgprobe   static launcher and probes (make userspace)
+#   /lg/nativebench   native costs for make bench (make userspace; left out if not built)
 #   /scenarios/       tests/vm/scenarios
 #   /lib/modules/     the test kernel's own modules we use (tun, bridge), with modules.dep
 set -eu
@@ -12,7 +13,9 @@ OUT=$1
 KVER=${KVER:-$(cat "$ROOT/target/kver")}
 KIMG=$ROOT/target/kimg/$KVER
 BIN=$ROOT/target/x86_64-unknown-linux-gnu/release
-STAGE=$ROOT/target/vm/stage
+# A stage of its own: several harness runs may build at once.
+STAGE=$ROOT/target/vm/stage.$$
+trap 'rm -rf "$STAGE"' EXIT
 
 for f in "$ROOT/lg.ko" "$BIN/lguest" "$BIN/lgprobe" /bin/busybox; do
     [ -f "$f" ] || { echo "mkinitramfs: missing $f (run make)" >&2; exit 1; }
@@ -27,6 +30,7 @@ cp "$ROOT/tests/vm/init.sh" "$STAGE/init"
 chmod +x "$STAGE/init"
 cp "$ROOT/lg.ko" "$STAGE/lg.ko"
 cp "$BIN/lguest" "$BIN/lgprobe" "$STAGE/lg/"
+[ -f "$BIN/nativebench" ] && cp "$BIN/nativebench" "$STAGE/lg/"
 for g in "$ROOT"/target/guests/*; do
     [ -f "$g" ] && cp "$g" "$STAGE/lg/"
 done

@@ -6,7 +6,8 @@
 #   @@ RESULT <name> PASS            or  @@ RESULT <name> FAIL <reason>
 #   @@ DONE
 # After every scenario the kernel log is checked for warnings, oopses, lockups and new taint; any
-# of those fails the scenario even if its own checks passed. lgmode=run shows the demo instead.
+# of those fails the scenario even if its own checks passed. lgmode=run shows the demo instead;
+# lgmode=bench runs the benchmarks (scenarios/bench.sh, for `make bench`).
 /bin/busybox mkdir -p /proc /sys /dev /tmp /run /mnt
 /bin/busybox mount -t proc proc /proc
 /bin/busybox mount -t sysfs sys /sys
@@ -28,6 +29,11 @@ echo "@@ BOOTED uptime=$(cut -d' ' -f1 /proc/uptime) cpus=$(grep -c ^processor /
 mode=${lgmode:-test}
 if [ "$mode" = run ]; then
     sh /scenarios/demo.sh
+    echo "@@ DONE"
+    poweroff -f
+fi
+if [ "$mode" = bench ]; then
+    sh /scenarios/bench.sh
     echo "@@ DONE"
     poweroff -f
 fi

@@ -4,17 +4,21 @@
 //! ```text
 //! vmtest test [--cells 'CPU:SMP ...'] [--scenarios all|NAME,...] [--cell-timeout SECS]
 //! vmtest run                      # `make run`: the demo, console shown live
+//! vmtest bench [--cells 'CPU:SMP'] [--cell-timeout SECS]   # `make bench` (docs/bench.md)
 //! ```
 //! The verdict of a scenario is the `@@ RESULT` line the VM's /init prints (tests/vm/init.sh),
 //! never QEMU's exit status. A VM that stops talking is killed when its time is up and every
 //! scenario it did not finish is reported as failed.
 
+mod bench;
+mod chart;
 mod qemu;
 mod report;
 
-use std::path::PathBuf;
+use std::io;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use qemu::{Cell, VmConfig};
 
@@ -22,15 +26,19 @@ use qemu::{Cell, VmConfig};
 /// each with one and two host CPUs.
 const DEFAULT_CELLS: &str = "max:1 max:2 qemu64:1 qemu64:2";
 
+/// Where `make bench` measures: the modern CPU, with a second CPU for the host's own work.
+const BENCH_CELL: &str = "max:2";
+
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: vmtest test [--cells 'CPU:SMP ...'] [--scenarios all|NAME,...] [--cell-timeout SECS]\n       vmtest run"
+        "usage: vmtest test [--cells 'CPU:SMP ...'] [--scenarios all|NAME,...] [--cell-timeout SECS]\n       vmtest run\n       vmtest bench [--cells 'CPU:SMP'] [--cell-timeout SECS]   (one cell; default {BENCH_CELL})"
     );
     ExitCode::from(2)
 }
 
 fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    root.canonicalize().unwrap_or(root)
 }
 
 fn main() -> ExitCode {
@@ -38,17 +46,17 @@ fn main() -> ExitCode {
     let Some(cmd) = args.first() else {
         return usage();
     };
-    let mut cells = DEFAULT_CELLS.to_string();
+    let mut cells = None;
     let mut scenarios = "all".to_string();
-    let mut cell_timeout = 900u64;
+    let mut cell_timeout = None;
     let mut it = args.iter().skip(1);
     while let Some(a) = it.next() {
         let val = it.next();
         match (a.as_str(), val) {
-            ("--cells", Some(v)) => cells = v.clone(),
+            ("--cells", Some(v)) => cells = Some(v.clone()),
             ("--scenarios", Some(v)) => scenarios = v.clone(),
             ("--cell-timeout", Some(v)) => match v.parse() {
-                Ok(n) => cell_timeout = n,
+                Ok(n) => cell_timeout = Some(n),
                 Err(_) => return usage(),
             },
             _ => return usage(),
@@ -62,6 +70,14 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    // The initramfs is this run's own; remove it whichever way main returns.
+    struct RemoveOnDrop(PathBuf);
+    impl Drop for RemoveOnDrop {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+    let _initrd_guard = RemoveOnDrop(initrd.clone());
     let cfg = VmConfig::new(&root, initrd);
     match cmd.as_str() {
         "run" => {
@@ -75,7 +91,25 @@ fn main() -> ExitCode {
                 }
             }
         }
+        "bench" => {
+            let cells = cells.as_deref().unwrap_or(BENCH_CELL);
+            let mut words = cells.split_whitespace();
+            let (Some(cell), None) = (words.next().and_then(Cell::parse), words.next()) else {
+                eprintln!(
+                    "vmtest: bench runs in one cell (CPU:SMP, e.g. {BENCH_CELL}), not '{cells}'"
+                );
+                return ExitCode::from(2);
+            };
+            bench_main(
+                &root,
+                &cfg,
+                &cell,
+                Duration::from_secs(cell_timeout.unwrap_or(600)),
+            )
+        }
         "test" => {
+            let cell_timeout = cell_timeout.unwrap_or(900);
+            let cells = cells.as_deref().unwrap_or(DEFAULT_CELLS);
             let mut parsed = Vec::new();
             for c in cells.split_whitespace() {
                 match Cell::parse(c) {
@@ -102,4 +136,172 @@ fn main() -> ExitCode {
         }
         _ => usage(),
     }
+}
+
+/// The first line of `cmd --version`, after "version ": `10.0.2`.
+fn version_of(cmd: &str) -> String {
+    std::process::Command::new(cmd)
+        .arg("--version")
+        .output()
+        .ok()
+        .and_then(|o| {
+            let text = String::from_utf8_lossy(&o.stdout).into_owned();
+            let first = text.lines().next()?.to_string();
+            first
+                .split("version ")
+                .nth(1)
+                .and_then(|v| v.split_whitespace().next())
+                .map(str::to_string)
+        })
+        .unwrap_or_else(|| "?".into())
+}
+
+/// This machine's CPU, which TCG runs the VM on.
+fn host_cpu() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_string())
+        })
+        .unwrap_or_else(|| "?".into())
+}
+
+/// How many QEMU processes are running on this machine (ours is not while this is called).
+fn other_qemus() -> usize {
+    std::fs::read_dir("/proc")
+        .map(|dir| {
+            dir.filter_map(Result::ok)
+                .filter(|e| {
+                    std::fs::read_to_string(e.path().join("comm"))
+                        .is_ok_and(|c| c.starts_with("qemu-system"))
+                })
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// `make bench`: boot one VM, tabulate, write target/bench/bench.{json,png}, and when the run
+/// measured something, copy both to docs/ and put the table into docs/bench.md. Succeeds when the
+/// VM finished the bench section and at least one number came out; never judges the numbers.
+fn bench_main(root: &Path, cfg: &VmConfig, cell: &Cell, timeout: Duration) -> ExitCode {
+    eprintln!(
+        "vmtest: bench in qemu -cpu {} -smp {} (TCG); about two minutes",
+        cell.cpu, cell.smp
+    );
+    let busy_before = other_qemus();
+    let out = match qemu::run_bench(cfg, cell, timeout) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("vmtest: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let mut c = bench::Collected::from_lines(&out.lines);
+    if !out.complete {
+        c.notes.push(format!(
+            "the VM did not finish the bench section (see {})",
+            out.log.display()
+        ));
+    }
+    let busy = busy_before.max(other_qemus());
+    if busy > 0 {
+        c.notes.push(format!(
+            "{busy} other QEMU process(es) shared the host's CPUs with this run: TCG slows down, numbers are noisier"
+        ));
+    }
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let machine = bench::Machine {
+        qemu_cpu: cell.cpu.clone(),
+        smp: cell.smp,
+        qemu_version: version_of("qemu-system-x86_64"),
+        host_cpu: host_cpu(),
+        date: bench::utc_date(now),
+    };
+    let table = bench::table(&c.rows);
+    let mut block = format!("{}\n\n{table}", machine.caption());
+    if !c.notes.is_empty() {
+        block += "\nNotes from this run:\n";
+        for n in &c.notes {
+            block += &format!("- {n}\n");
+        }
+    }
+    println!("\n{block}");
+
+    let measured = c
+        .rows
+        .iter()
+        .any(|r| r.guest_cycles.is_some() || r.native_cycles.is_some());
+    let dir = root.join("target/bench");
+    let json_path = dir.join("bench.json");
+    let png_path = dir.join("bench.png");
+    let mut wrote_png = false;
+    let written = std::fs::create_dir_all(&dir).and_then(|()| {
+        let text =
+            serde_json::to_string_pretty(&bench::json(&machine, &c)).map_err(io::Error::other)?;
+        std::fs::write(&json_path, text + "\n")
+    });
+    if let Err(e) = written {
+        eprintln!("vmtest: cannot write {}: {e}", json_path.display());
+        return ExitCode::from(1);
+    }
+    if measured {
+        match chart::render(
+            &png_path,
+            &c.rows,
+            &machine.caption(),
+            Path::new(chart::FONT),
+        ) {
+            Ok(()) => wrote_png = true,
+            Err(e) => eprintln!("vmtest: no chart: {e}"),
+        }
+    }
+    println!(
+        "wrote {}{}",
+        json_path.display(),
+        if wrote_png {
+            format!(" and {}", png_path.display())
+        } else {
+            String::new()
+        }
+    );
+    if !(out.complete && measured) {
+        eprintln!("vmtest: docs/ left as they were (this run is incomplete)");
+        return ExitCode::from(1);
+    }
+    let docs = root.join("docs");
+    let mut copies = vec![(json_path, docs.join("bench.json"))];
+    if wrote_png {
+        copies.push((png_path, docs.join("bench.png")));
+    }
+    for (from, to) in copies {
+        if let Err(e) = std::fs::copy(&from, &to) {
+            eprintln!("vmtest: cannot copy to {}: {e}", to.display());
+        }
+    }
+    let md = docs.join("bench.md");
+    if let Ok(doc) = std::fs::read_to_string(&md) {
+        match bench::splice_doc(&doc, &block) {
+            Some(new) if new != doc => {
+                if let Err(e) = std::fs::write(&md, new) {
+                    eprintln!("vmtest: cannot update {}: {e}", md.display());
+                }
+            }
+            Some(_) => {}
+            None => eprintln!("vmtest: {} has no table markers; not updated", md.display()),
+        }
+    }
+    println!(
+        "copied to docs/: bench.json, {}the table in bench.md",
+        if wrote_png {
+            "bench.png, "
+        } else {
+            "(no chart: docs/bench.png is an older run's), "
+        }
+    );
+    ExitCode::SUCCESS
 }

@@ -65,7 +65,11 @@ impl VmConfig {
 
 /// Pack the initramfs (tests/mkinitramfs.sh).
 pub fn build_initramfs(root: &Path) -> io::Result<PathBuf> {
-    let out = root.join("target/vm/initramfs.cpio.gz");
+    // One per harness process: several runs may share the tree.
+    let out = root.join(format!(
+        "target/vm/initramfs-{}.cpio.gz",
+        std::process::id()
+    ));
     std::fs::create_dir_all(root.join("target/vm"))?;
     let status = Command::new(root.join("tests/mkinitramfs.sh"))
         .arg(&out)
@@ -323,4 +327,62 @@ pub fn run_demo(cfg: &VmConfig, cell: &Cell) -> io::Result<bool> {
         }
     }
     Ok(done)
+}
+
+/// What `make bench` read from the VM.
+pub struct BenchOutput {
+    /// The lines between `@@ BENCH-BEGIN` and `@@ BENCH-END` (tests/vm/scenarios/bench.sh).
+    pub lines: Vec<String>,
+    /// `@@ BENCH-END` came: the section is whole.
+    pub complete: bool,
+    /// The whole console.
+    pub log: PathBuf,
+}
+
+/// `make bench`: boot with lgmode=bench and collect the bench section, showing it as it comes.
+pub fn run_bench(cfg: &VmConfig, cell: &Cell, timeout: Duration) -> io::Result<BenchOutput> {
+    std::fs::create_dir_all(&cfg.logs)?;
+    let log_path = cfg.logs.join(format!("bench-{}.log", cell.name()));
+    let started = Instant::now();
+    let vm = Vm::boot(cfg, cell, "lgmode=bench")?;
+    let deadline = started + timeout;
+    let mut log = Vec::new();
+    let mut lines = Vec::new();
+    let (mut inside, mut complete) = (false, false);
+    loop {
+        let line = match vm.next_line(deadline) {
+            Ok(Some(l)) => l,
+            Ok(None) => break,
+            Err(()) => {
+                log.push(format!("vmtest: timed out after {}s", timeout.as_secs()));
+                eprintln!("  [bench] timed out after {}s", timeout.as_secs());
+                break;
+            }
+        };
+        log.push(line.clone());
+        if let Some(rest) = line.split("@@ BOOTED").nth(1) {
+            eprintln!(
+                "  [bench] booted in {:.1}s: {}",
+                started.elapsed().as_secs_f64(),
+                rest.trim()
+            );
+        } else if line.contains("@@ BENCH-BEGIN") {
+            inside = true;
+        } else if line.contains("@@ BENCH-END") {
+            inside = false;
+            complete = true;
+        } else if line.contains("@@ DONE") {
+            break;
+        } else if inside {
+            eprintln!("  | {line}");
+            lines.push(line);
+        }
+    }
+    drop(vm);
+    std::fs::write(&log_path, log.join("\n") + "\n")?;
+    Ok(BenchOutput {
+        lines,
+        complete,
+        log: log_path,
+    })
 }
