@@ -10,15 +10,22 @@
 //! relies on state the action may have disturbed.
 //!
 //! Exceptions to "must not survive": `ac-df` is expected to survive (it checks the host copes
-//! with AC and DF set), and `irq-off-loop` never ends (the test harness interrupts the launcher).
+//! with AC and DF set), `irq-off-loop` never ends (the test harness interrupts the launcher), and
+//! the stress modes of `stress.rs` must survive.
+//!
+//! The user-mode modes run one process on the user space of `user/`: `user-syscall-noncanonical-rcx`
+//! makes the kernel IRET to a non-canonical RCX (the host must kill the guest), `user-hypercall`
+//! makes the kernel crash deliberately when the process's `int $0x1f` arrives as #GP.
 
 use crate::hcall::{self, hcall};
 use crate::tests::memory::{scratch_va, DATA};
-use crate::{boot, irq, paging, traps};
+use crate::user::{self, Limits, Program};
+use crate::{boot, irq, paging, stress, traps};
 use core::arch::asm;
-use lg_core::abi::{hcall as nr, rflags, trap, vector};
+use lg_core::abi::{hcall as nr, rflags, trap, vector, PAGE_SIZE};
 use lgtest::mode::Mode;
 use lgtest::pagetable::Level;
+use lgtest::phys_to_virt;
 
 /// Not canonical for 4-level paging.
 const NONCANONICAL: u64 = 0x8000_0000_0000_0000;
@@ -29,7 +36,32 @@ const UNMAPPED: u64 = 0x0000_1000_0000_0000;
 
 pub fn run(mode: Mode) -> ! {
     match mode {
-        Mode::Suite => crate::tests::run(), // `kmain` runs it directly; here for completeness
+        // `kmain` runs the suites directly; here for completeness.
+        Mode::Suite => crate::tests::run(),
+        Mode::User => crate::tests::run_user(),
+        Mode::Privileged => crate::tests::run_privileged(),
+        Mode::Bench => crate::tests::run_bench(),
+        Mode::ShadowThrash
+        | Mode::AliasPerms
+        | Mode::PteRace
+        | Mode::MemoryTop
+        | Mode::Idle
+        | Mode::UserUdAtTop => stress::run(mode),
+        // `syscall` (0f 05) in the last two bytes of the lower half.
+        Mode::UserSyscallNoncanonicalRcx => user_program(Program::AtTop(0x050f)),
+        Mode::UserHypercall => {
+            user_init();
+            user::set_crash_on_user_hypercall(true);
+            user_program(Program::Int1f);
+        }
+        // A lower-half (user) address.
+        Mode::StackUser => hcall::set_stack(0x0000_7fff_0000_0000),
+        Mode::SetStackSwitcher => {
+            let (start, _) = reserved_or_skip();
+            hcall::set_stack(start + PAGE_SIZE);
+        }
+        // Kernel memory, but only 8-byte aligned.
+        Mode::StackUnaligned => hcall::set_stack(phys_to_virt(fresh_frame()) + PAGE_SIZE - 8),
         // SAFETY: the hostile action itself (module docs).
         Mode::BadHcallNr => unsafe {
             hcall(9999, 0, 0, 0, 0, 0);
@@ -116,6 +148,23 @@ pub fn run(mode: Mode) -> ! {
 fn survived(mode: Mode) -> ! {
     println!("UNEXPECTED: survived {}", mode.name());
     crate::crash_fmt(format_args!("UNEXPECTED: survived {}", mode.name()))
+}
+
+fn user_init() {
+    if !user::init() {
+        hcall::crash(b"lgtest: out of memory for user mode");
+    }
+}
+
+/// Run `program` as the only process, and say how it ended (if the guest is still alive).
+fn user_program(program: Program) {
+    user_init();
+    let pid = match user::spawn(program, [0; 3]) {
+        Ok(pid) => pid,
+        Err(e) => crate::crash_fmt(format_args!("lgtest: spawning {program:?}: {e:?}")),
+    };
+    user::run(Limits::DEFAULT);
+    println!("lgtest: pid {pid} ended: {:?}", user::exit_of(pid));
 }
 
 /// The switcher's reserved range, or (on a 5-level host, where it is empty) a clean skip.

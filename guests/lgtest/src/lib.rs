@@ -7,7 +7,9 @@
 pub mod bootparams;
 pub mod mode;
 pub mod pagetable;
+pub mod regions;
 pub mod text;
+pub mod uapi;
 
 /// Where the kernel's direct map starts: guest-physical `p` is at virtual `KERNEL_BASE + p`.
 /// It is also where the image is linked (`link.ld`), so image addresses convert the same way.

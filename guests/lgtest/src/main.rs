@@ -1,7 +1,9 @@
 //! lgtest: the lguest test guest. A tiny x86_64 kernel that boots under the lguest host (ring 1,
 //! paravirtual: docs/abi.md §2) and either runs a self-checking test suite of the guest ABI
-//! (`lgtest=suite`, the default) or performs one hostile action the host must survive
-//! (`lgtest=<mode>`, see `adversary.rs`).
+//! (`lgtest=suite`, the default; `lgtest=user`, processes in ring 3 on a small user space in
+//! `user/`; `lgtest=privileged`, the emulated privileged instructions), performs one hostile
+//! action the host must survive (`lgtest=<mode>`, see `adversary.rs`), or stresses the host in a
+//! way the guest must survive (`stress.rs`).
 //!
 //! Boot order: `boot.rs` (`_start`: stack, .bss) -> [`kmain`]: `INIT` the shared page (it must be
 //! the first hypercall), read the zero page, set up paging, pick the mode.
@@ -20,7 +22,9 @@ mod hcall;
 mod irq;
 mod paging;
 mod shared;
+mod stress;
 mod tests;
+mod user;
 
 use core::fmt::Write;
 use core::sync::atomic::Ordering::Relaxed;
@@ -49,6 +53,7 @@ extern "C" fn kmain(zero_page_gpa: u64) -> ! {
         hcall::crash(b"lgtest: no free RAM after the kernel image (e820)");
     };
     paging::init(free, direct_top);
+    paging::set_ram_top(bootparams::ram_top(zero_page));
 
     let name = mode::requested(cmdline(zero_page, direct_top));
     let name_str = core::str::from_utf8(name).unwrap_or("?");
@@ -70,6 +75,9 @@ extern "C" fn kmain(zero_page_gpa: u64) -> ! {
     );
     match Mode::from_name(name) {
         Some(Mode::Suite) => tests::run(),
+        Some(Mode::User) => tests::run_user(),
+        Some(Mode::Privileged) => tests::run_privileged(),
+        Some(Mode::Bench) => tests::run_bench(),
         Some(hostile) => adversary::run(hostile),
         None => {
             println!("lgtest: unknown mode '{name_str}'");
@@ -92,7 +100,7 @@ fn cmdline(zero_page: &[u8], direct_top: u64) -> &'static [u8] {
 }
 
 /// Format a crash message and report it.
-fn crash_fmt(args: core::fmt::Arguments<'_>) -> ! {
+pub fn crash_fmt(args: core::fmt::Arguments<'_>) -> ! {
     let mut msg = FixedStr::<256>::new();
     let _ = msg.write_fmt(args);
     hcall::crash(msg.as_bytes())

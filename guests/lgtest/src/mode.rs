@@ -1,7 +1,9 @@
 //! What the guest was asked to do: `lgtest=<mode>` on the kernel command line.
 //!
-//! `suite` (the default) runs the self-checking test suite; every other mode performs one hostile
-//! action against the host (`adversary.rs` in the kernel) and is expected to get the guest killed.
+//! `suite` (the default), `user` and `privileged` run self-checking test suites, `bench` prints
+//! the benchmarks `make bench` tabulates against native ones; every other mode
+//! performs one hostile action against the host (`adversary.rs` in the kernel) and is expected to
+//! get the guest killed, except the stress modes (`stress.rs`), which must survive.
 
 /// The command-line key selecting the mode.
 pub const KEY: &[u8] = b"lgtest=";
@@ -40,10 +42,24 @@ pub enum Mode {
     StackInSwitcher,
     Crash,
     UnhandledUd,
+    User,
+    Privileged,
+    UserSyscallNoncanonicalRcx,
+    UserHypercall,
+    StackUser,
+    SetStackSwitcher,
+    StackUnaligned,
+    ShadowThrash,
+    AliasPerms,
+    PteRace,
+    MemoryTop,
+    Idle,
+    UserUdAtTop,
+    Bench,
 }
 
 impl Mode {
-    pub const ALL: [Mode; 31] = [
+    pub const ALL: [Mode; 45] = [
         Mode::Suite,
         Mode::BadHcallNr,
         Mode::BadHcallNoncanonical,
@@ -75,6 +91,20 @@ impl Mode {
         Mode::StackInSwitcher,
         Mode::Crash,
         Mode::UnhandledUd,
+        Mode::User,
+        Mode::Privileged,
+        Mode::UserSyscallNoncanonicalRcx,
+        Mode::UserHypercall,
+        Mode::StackUser,
+        Mode::SetStackSwitcher,
+        Mode::StackUnaligned,
+        Mode::ShadowThrash,
+        Mode::AliasPerms,
+        Mode::PteRace,
+        Mode::MemoryTop,
+        Mode::Idle,
+        Mode::UserUdAtTop,
+        Mode::Bench,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -110,6 +140,20 @@ impl Mode {
             Mode::StackInSwitcher => "stack-in-switcher",
             Mode::Crash => "crash",
             Mode::UnhandledUd => "unhandled-ud",
+            Mode::User => "user",
+            Mode::Privileged => "privileged",
+            Mode::UserSyscallNoncanonicalRcx => "user-syscall-noncanonical-rcx",
+            Mode::UserHypercall => "user-hypercall",
+            Mode::StackUser => "stack-user",
+            Mode::SetStackSwitcher => "set-stack-switcher",
+            Mode::StackUnaligned => "stack-unaligned",
+            Mode::ShadowThrash => "shadow-thrash",
+            Mode::AliasPerms => "alias-perms",
+            Mode::PteRace => "pte-race",
+            Mode::MemoryTop => "memory-top",
+            Mode::Idle => "idle",
+            Mode::UserUdAtTop => "user-ud-at-top",
+            Mode::Bench => "bench",
         }
     }
 

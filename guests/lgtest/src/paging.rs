@@ -1,6 +1,7 @@
-//! Page tables through the direct map (guest-physical `p` at `KERNEL_BASE + p`), a bump allocator
-//! for page frames above the image, and a mapper that publishes new subtrees the way the host's
-//! shadow paging wants (docs/abi.md §2.5): build privately, store, then tell the host.
+//! Page tables through the direct map (guest-physical `p` at `KERNEL_BASE + p`), a frame
+//! allocator for the RAM above the image (a bump pointer plus a free list, which only user mode
+//! uses), and a mapper that publishes new subtrees the way the host's shadow paging wants
+//! (docs/abi.md §2.5): build privately, store, then tell the host.
 
 use crate::{boot, hcall, shared};
 use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -10,15 +11,21 @@ use lgtest::{phys_to_virt, KERNEL_BASE};
 
 /// Guest-physical memory below this is reachable through the direct map.
 static DIRECT_TOP: AtomicU64 = AtomicU64::new(0);
-/// The frame allocator: `[NEXT, END)` is free.
+/// The frame allocator: `[START, END)` is what it manages, `[NEXT, END)` has never been handed
+/// out, and `FREE_LIST` chains the frames given back (each holds the next one's address in its
+/// first word; 0 ends the list).
+static START: AtomicU64 = AtomicU64::new(0);
 static NEXT: AtomicU64 = AtomicU64::new(0);
 static END: AtomicU64 = AtomicU64::new(0);
+static FREE_LIST: AtomicU64 = AtomicU64::new(0);
+static FREE_COUNT: AtomicU64 = AtomicU64::new(0);
 
 /// Set up the allocator over `free` and unmap the direct map above `direct_top` (the boot tables
 /// map a whole GiB; only RAM should be reachable, so a stray pointer faults in the guest instead
 /// of getting it killed).
 pub fn init(free: (u64, u64), direct_top: u64) {
     DIRECT_TOP.store(direct_top, Relaxed);
+    START.store(free.0, Relaxed);
     NEXT.store(free.0, Relaxed);
     END.store(free.1, Relaxed);
     let root = boot::boot_pml4_gpa();
@@ -32,27 +39,81 @@ pub fn init(free: (u64, u64), direct_top: u64) {
     hcall::flush_tlb(nr::FLUSH_ALL);
 }
 
+/// The end of guest RAM (the e820 map's highest RAM address), which may be beyond the direct map.
+static RAM_TOP: AtomicU64 = AtomicU64::new(0);
+
+pub fn set_ram_top(top: u64) {
+    RAM_TOP.store(top, Relaxed);
+}
+
+pub fn ram_top() -> u64 {
+    RAM_TOP.load(Relaxed)
+}
+
 pub fn direct_top() -> u64 {
     DIRECT_TOP.load(Relaxed)
 }
 
 /// Frames left in the allocator.
 pub fn free_frames() -> u64 {
-    END.load(Relaxed).saturating_sub(NEXT.load(Relaxed)) / PAGE_SIZE
+    END.load(Relaxed).saturating_sub(NEXT.load(Relaxed)) / PAGE_SIZE + FREE_COUNT.load(Relaxed)
 }
 
-/// A zeroed page frame (guest-physical), or `None` when memory is exhausted. Never freed: the
-/// tests need a few dozen.
+/// The guest-physical range the allocator hands frames out of.
+pub fn frame_range() -> (u64, u64) {
+    (START.load(Relaxed), END.load(Relaxed))
+}
+
+/// A zeroed page frame (guest-physical), or `None` when memory is exhausted.
 pub fn alloc_frame() -> Option<u64> {
-    let pa = NEXT.load(Relaxed);
-    if pa.checked_add(PAGE_SIZE)? > END.load(Relaxed) {
-        return None;
-    }
-    NEXT.store(pa + PAGE_SIZE, Relaxed);
-    // SAFETY: `[pa, pa + 4096)` is free RAM below the direct-map top (`bootparams::free_frames`),
-    // handed out exactly once, so nothing else refers to it.
+    let pa = match FREE_LIST.load(Relaxed) {
+        0 => bump(1)?,
+        pa => {
+            FREE_LIST.store(read_phys(pa), Relaxed);
+            FREE_COUNT.fetch_sub(1, Relaxed);
+            pa
+        }
+    };
+    // SAFETY: a frame of the allocator's range that nobody owns any more (never handed out, or
+    // given back with `free_frame`), so nothing else refers to it.
     unsafe { core::ptr::write_bytes(phys_to_virt(pa) as *mut u8, 0, PAGE_SIZE as usize) };
     Some(pa)
+}
+
+/// `pages` zeroed, physically contiguous frames (never from the free list).
+pub fn alloc_contiguous(pages: u64) -> Option<u64> {
+    let pa = bump(pages)?;
+    let len = pages * PAGE_SIZE;
+    // SAFETY: as in `alloc_frame`: fresh frames handed out exactly once.
+    unsafe { core::ptr::write_bytes(phys_to_virt(pa) as *mut u8, 0, len as usize) };
+    Some(pa)
+}
+
+fn bump(pages: u64) -> Option<u64> {
+    let pa = NEXT.load(Relaxed);
+    let end = pa.checked_add(pages.checked_mul(PAGE_SIZE)?)?;
+    if end > END.load(Relaxed) {
+        return None;
+    }
+    NEXT.store(end, Relaxed);
+    Some(pa)
+}
+
+/// Give a frame from [`alloc_frame`] back.
+///
+/// # Safety
+/// Nothing may use the frame any more: no mapping the host could still translate through (the
+/// caller has flushed), no table entry, no reference.
+pub unsafe fn free_frame(pa: u64) {
+    let (start, end) = frame_range();
+    if !pa.is_multiple_of(PAGE_SIZE) || pa < start || pa >= end {
+        println!("lgtest: freeing {pa:#x}, not a frame of the allocator");
+        hcall::crash(b"lgtest: bad free_frame");
+    }
+    // SAFETY: the frame is ours again (the caller's promise), so its first word is free to use.
+    unsafe { write_phys(pa, FREE_LIST.load(Relaxed)) };
+    FREE_LIST.store(pa, Relaxed);
+    FREE_COUNT.fetch_add(1, Relaxed);
 }
 
 /// Read a word of a frame through the direct map.
@@ -94,9 +155,14 @@ impl Entry {
         Entry(gpa)
     }
 
-    /// `va`'s entry in the `level` table at `table`.
-    fn of(table: u64, level: Level, va: u64) -> Entry {
+    /// `va`'s entry in the `level` table at `table` (a table this kernel owns).
+    pub fn of(table: u64, level: Level, va: u64) -> Entry {
         Entry(table + 8 * level.index(va) as u64)
+    }
+
+    /// Entry `i` (< 512) of the table at `table` (a table this kernel owns).
+    pub fn in_table(table: u64, i: usize) -> Entry {
+        Entry(table + 8 * (i % pt::ENTRIES) as u64)
     }
 
     pub fn gpa(self) -> u64 {

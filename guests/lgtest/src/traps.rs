@@ -6,7 +6,10 @@
 //! which saves every general register and calls [`dispatch`] with the resulting [`TrapFrame`].
 //! On the way out the registers are restored and the `IRET` hypercall pops
 //! `RAX, RIP, CS, RFLAGS, RSP, SS`: RAX travels in the frame because RAX itself must carry the
-//! hypercall number.
+//! hypercall number. `dispatch` returns the frame to restore: the one it was given, or (user mode,
+//! `src/user/`) another process's frame on that process's kernel stack, which is how the
+//! scheduler switches. The system call entry (`lg_syscall_entry`, docs/abi.md §2.6) builds the
+//! same frame under the one the host pushed for it, with [`SYSCALL_VECTOR`] as its vector.
 //!
 //! Tests expect a trap with [`probe!`]: arm a vector, run an instruction; the dispatcher records
 //! the frame ([`TrapRecord`]) and resumes at the label after the instruction (the "fixup"), or, for
@@ -22,7 +25,7 @@ use lgtest::pagetable::Level;
 /// Everything `trap_common` saves, lowest address first: the general registers in reverse push
 /// order, then the stub's vector and error code, then the frame the host pushed.
 #[repr(C)]
-#[derive(Debug)]
+#[derive(Clone, Copy, Debug)]
 pub struct TrapFrame {
     pub r15: u64,
     pub r14: u64,
@@ -47,9 +50,39 @@ pub struct TrapFrame {
     pub rsp: u64,
     pub ss: u64,
 }
+
+impl TrapFrame {
+    pub const ZERO: TrapFrame = TrapFrame {
+        r15: 0,
+        r14: 0,
+        r13: 0,
+        r12: 0,
+        r11: 0,
+        r10: 0,
+        r9: 0,
+        r8: 0,
+        rbp: 0,
+        rdi: 0,
+        rsi: 0,
+        rdx: 0,
+        rcx: 0,
+        rbx: 0,
+        rax: 0,
+        vector: 0,
+        error: 0,
+        rip: 0,
+        cs: 0,
+        rflags: 0,
+        rsp: 0,
+        ss: 0,
+    };
+}
 const _: () = assert!(core::mem::offset_of!(TrapFrame, rax) == 14 * 8);
 const _: () = assert!(core::mem::offset_of!(TrapFrame, rip) == 17 * 8);
 const _: () = assert!(core::mem::size_of::<TrapFrame>() == 22 * 8);
+
+/// The `vector` of a frame built by the system call entry (not a CPU vector).
+pub const SYSCALL_VECTOR: u64 = 0x100;
 
 // The stubs: one per exception vector (0..=31) and one for the irq vector (`irq::VECTOR`, 32).
 // Which vectors carry a CPU error code is `abi::vector::has_error_code`; `WITH_ERROR` below
@@ -94,10 +127,11 @@ lg_trap_common:
     push %r15
     cld                         # Rust assumes DF=0; the interrupted RFLAGS is safe in the frame
     mov %rsp, %rdi              # the TrapFrame
-    mov %rsp, %rbp
     and $-16, %rsp              # the SysV ABI's call alignment, whatever the host's frame did
     call {dispatch}
-    mov %rbp, %rsp
+    mov %rax, %rsp              # the frame to return to (this one, or another process's)
+    .global lg_trap_return
+lg_trap_return:
     pop %r15
     pop %r14
     pop %r13
@@ -121,6 +155,18 @@ lg_trap_common:
     int $0x1f
     ud2                         # IRET never comes back here
 
+    # System calls from user mode (SET_SYSCALL_ENTRY): the host left RSP = sp0 - 40 pointing at
+    # [RIP = RCX, CS, RFLAGS = R11, RSP, SS]. Note the RFLAGS we run with (to check the mask),
+    # then build a trap frame on top like the stubs do.
+    .p2align 4
+    .global lg_syscall_entry
+lg_syscall_entry:
+    pushfq
+    popq {entry_rflags}(%rip)
+    pushq $0
+    pushq ${syscall_vector}
+    jmp lg_trap_common
+
     .section .rodata.trap_stubs, "a", @progbits
     .p2align 3
 lg_trap_stubs:
@@ -130,6 +176,8 @@ lg_trap_stubs:
 "#,
     dispatch = sym dispatch,
     iret = const nr::IRET,
+    entry_rflags = sym SYSCALL_ENTRY_RFLAGS,
+    syscall_vector = const SYSCALL_VECTOR,
     options(att_syntax)
 );
 
@@ -138,6 +186,21 @@ const STUBS: usize = 33;
 unsafe extern "C" {
     #[link_name = "lg_trap_stubs"]
     static TRAP_STUBS: [u64; STUBS];
+    #[link_name = "lg_syscall_entry"]
+    static SYSCALL_ENTRY: u8;
+}
+
+/// RFLAGS as the system call entry found them (before it touched anything).
+static SYSCALL_ENTRY_RFLAGS: AtomicU64 = AtomicU64::new(0);
+
+/// Where the host enters the kernel for a user `syscall`.
+pub fn syscall_entry() -> u64 {
+    &raw const SYSCALL_ENTRY as u64
+}
+
+/// RFLAGS at the last system call entry.
+pub fn syscall_entry_rflags() -> u64 {
+    SYSCALL_ENTRY_RFLAGS.load(Relaxed)
 }
 
 /// The vectors whose stubs pop a CPU error code (the `TRAP_STUB \v, 1` list above).
@@ -355,14 +418,18 @@ macro_rules! probe {
 // The dispatcher.
 // ---------------------------------------------------------------------------------------------
 
-/// Called by `trap_common` with the virtual IF off (interrupt gate) and DF clear.
-extern "C" fn dispatch(frame: *mut TrapFrame) {
+/// Called by `trap_common` with the virtual IF off (interrupt gate) and DF clear; returns the
+/// frame to restore and IRET to.
+extern "C" fn dispatch(frame_ptr: *mut TrapFrame) -> *mut TrapFrame {
     // SAFETY: `trap_common` passes the frame it just built on this stack; nothing else refers to
     // it until we return.
-    let frame = unsafe { &mut *frame };
+    let frame = unsafe { &mut *frame_ptr };
+    if frame.cs == USER_CS || frame.vector == SYSCALL_VECTOR {
+        return crate::user::trap(frame);
+    }
     if frame.vector == irq::VECTOR {
         irq::handle();
-        return;
+        return frame_ptr;
     }
     let expected = EXPECT.load(Relaxed);
     if expected != frame.vector && expected != ANY {
@@ -381,6 +448,7 @@ extern "C" fn dispatch(frame: *mut TrapFrame) {
     } else {
         unexpected(frame);
     }
+    frame_ptr
 }
 
 fn record(frame: &TrapFrame) {
@@ -407,7 +475,7 @@ fn record(frame: &TrapFrame) {
 }
 
 /// A trap nobody expected: say everything about it, then crash.
-fn unexpected(f: &TrapFrame) -> ! {
+pub fn unexpected(f: &TrapFrame) -> ! {
     let cr2 = shared::cr2().load(Relaxed);
     println!(
         "UNEXPECTED TRAP: vector {} error {:#x} rip {:#x} cs {:#x} rflags {:#x} rsp {:#x} ss {:#x} cr2 {:#x}",
@@ -423,3 +491,6 @@ fn unexpected(f: &TrapFrame) -> ! {
 /// The frame CS/SS a kernel-mode trap must show.
 pub const FRAME_CS: u64 = abi::FRAME_KERNEL_CS as u64;
 pub const FRAME_SS: u64 = abi::FRAME_KERNEL_DS as u64;
+/// … and a user-mode one.
+pub const USER_CS: u64 = abi::USER_CS as u64;
+pub const USER_SS: u64 = abi::USER_DS as u64;

@@ -25,8 +25,9 @@ impl Vcpu {
         let first = ((PAGE_SIZE - (rip & (PAGE_SIZE - 1))) as usize).min(MAX_INSN);
         let mut n = 0;
         for (start, len) in [(0, first), (first, MAX_INSN - first)] {
-            if len == 0 {
-                continue;
+            // The bytes after the last canonical page do not exist: the instruction ends there.
+            if len == 0 || !super::gmem::canonical(rip.wrapping_add(start as u64)) {
+                break;
             }
             let chunk = buf.get_mut(start..start + len).unwrap_or(&mut []);
             match self.read_gva(env, rip.wrapping_add(start as u64), chunk) {

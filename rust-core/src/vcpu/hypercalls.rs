@@ -205,7 +205,8 @@ impl Vcpu {
                 self.check_code_address(a0, "SET_STACK stack pointer")?;
                 if a0 & 15 != 0 || a0 < 0xffff_8000_0000_0000 {
                     return Err(kill!(
-                        "SET_STACK {a0:#x}: the kernel stack must be 16-byte aligned and in the                          upper (kernel) half"
+                        "SET_STACK {a0:#x}: the kernel stack must be 16-byte aligned and in the upper \
+                         (kernel) half"
                     )
                     .into());
                 }
@@ -303,10 +304,7 @@ impl Vcpu {
         let u64s: [(usize, u64); 9] = [
             (offset_of!(SharedPage, reserved_start), facts.reserved.0),
             (offset_of!(SharedPage, reserved_end), facts.reserved.1),
-            (
-                offset_of!(SharedPage, tsc_khz),
-                if facts.stable_tsc { facts.tsc_khz } else { 0 },
-            ),
+            (offset_of!(SharedPage, tsc_khz), facts.tsc_khz),
             (offset_of!(SharedPage, wallclock_ns), now),
             (offset_of!(SharedPage, features), features),
             (offset_of!(SharedPage, guest_id), facts.guest_id),

@@ -848,3 +848,34 @@ fn the_kernel_stack_must_be_kernel_memory() {
         assert!(reason(&v).contains(want), "{sp0:#x}: {}", reason(&v));
     }
 }
+
+#[test]
+fn a_syscall_at_the_top_of_user_space_bounces_and_the_return_is_refused() {
+    let (mut v, mut env) = world();
+    let steps = vec![
+        init(),
+        hc(hcall::SET_STACK, [STACK_TOP, 0, 0, 0, 0]),
+        hc(hcall::SET_SYSCALL_ENTRY, [HANDLER, 0x47700, 0, 0, 0]),
+    ];
+    let _ = run_script(&mut v, &mut env, steps);
+    let cr3 = v.shadow.current_pml4().unwrap();
+    let top = 0x7fff_ffff_f000u64;
+    env.mem.map(cr3, top, 0x33_0000 | P_RW | 0x4, P_RW | 0x4);
+    env.mem.mem[0x33_0ffe..0x33_1000].copy_from_slice(&[0x0f, 0x05]);
+    v.user_mode = true;
+    let at_top: Step = Box::new(move |cpu, _| {
+        cpu.regs.rip = top + 0xffe;
+        cpu.regs.cs = 0x33;
+        Exit {
+            vector: u64::from(vector::UD),
+            ..Exit::default()
+        }
+    });
+    let _ = run_script(&mut v, &mut env, vec![at_top]);
+    let at = env.entries.last().unwrap().regs;
+    assert_eq!(
+        at.rip, HANDLER,
+        "bounced, though the next byte is not canonical"
+    );
+    assert_eq!(at.rcx, 0x8000_0000_0000);
+}

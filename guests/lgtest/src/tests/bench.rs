@@ -6,12 +6,12 @@ use core::arch::asm;
 use lg_core::abi::vector;
 use lgtest::pagetable::{self as pt, Level};
 
-fn exits() -> u64 {
+pub fn exits() -> u64 {
     shared::exits().load(core::sync::atomic::Ordering::Relaxed)
 }
 
 /// `bench: <name> <cycles> cycles <exits> exits`, both per operation.
-fn report(name: &str, cycles: u64, exits: u64, n: u64) {
+pub fn report(name: &str, cycles: u64, exits: u64, n: u64) {
     let x100 = exits * 100 / n;
     println!(
         "bench: {name} {} cycles {}.{:02} exits",
@@ -21,18 +21,58 @@ fn report(name: &str, cycles: u64, exits: u64, n: u64) {
     );
 }
 
-fn rdtsc() -> u64 {
+pub fn rdtsc() -> u64 {
     let (lo, hi): (u32, u32);
     // SAFETY: reads the time-stamp counter (checked to work at ring 1 in `run`).
     unsafe { asm!("rdtsc", out("eax") lo, out("edx") hi, options(nomem, nostack)) };
     u64::from(hi) << 32 | u64::from(lo)
 }
 
-pub fn run() {
-    // CR4.TSD would make rdtsc fault at ring 1: find out without dying.
+/// Can we read the TSC at ring 1? (CR4.TSD would make rdtsc fault.) Needs the trap handlers.
+pub fn rdtsc_works() -> bool {
     // SAFETY: rdtsc either works or traps and is skipped.
     let p = unsafe { probe!(traps::ANY, ["rdtsc"], out("rax") _, out("rdx") _) };
-    if p.trap.is_some() {
+    p.trap.is_none()
+}
+
+/// TSC, exits and wall-clock time at one moment, to report what happened since.
+pub struct Snapshot {
+    tsc: Option<u64>,
+    exits: u64,
+    ns: u64,
+}
+
+impl Snapshot {
+    pub fn now() -> Snapshot {
+        Snapshot {
+            tsc: rdtsc_works().then(rdtsc),
+            exits: exits(),
+            ns: hcall::wallclock_ns(),
+        }
+    }
+
+    /// `bench: <name> <cycles> cycles <exits> exits <ns> ns`, each per operation, for the `n`
+    /// operations since the snapshot.
+    pub fn report(&self, name: &str, n: u64) {
+        let cycles = self.tsc.map_or(0, |t| rdtsc() - t);
+        self.report_cycles(name, n, cycles / n.max(1));
+    }
+
+    /// Like [`Snapshot::report`], with the cycles per operation measured by the caller.
+    pub fn report_cycles(&self, name: &str, n: u64, cycles: u64) {
+        let n = n.max(1);
+        let x100 = (exits() - self.exits) * 100 / n;
+        println!(
+            "bench: {name} {cycles} cycles {}.{:02} exits {} ns",
+            x100 / 100,
+            x100 % 100,
+            (hcall::wallclock_ns() - self.ns) / n
+        );
+    }
+}
+
+pub fn run() {
+    if !rdtsc_works() {
         println!("bench: skipped (rdtsc traps at ring 1)");
         return;
     }
@@ -42,7 +82,7 @@ pub fn run() {
 }
 
 /// The cheapest hypercall, FLUSH_ASYNC with an empty ring: one exit to the host and back.
-fn hypercall() {
+pub fn hypercall() {
     const N: u64 = 1000;
     let (start, x) = (rdtsc(), exits());
     for _ in 0..N {

@@ -1,9 +1,11 @@
-//! The test suite (`lgtest=suite`), kvm-unit-tests style: one line per test,
-//! `ok N - name` or `not ok N - name: detail`, then `SUMMARY: N tests, M failures`, then power off
-//! (all passed) or `CRASH("suite failed")`, so the launcher's exit status tells the harness.
+//! The test suites, kvm-unit-tests style: one line per test, `ok N - name` or
+//! `not ok N - name: detail`, then `SUMMARY: N tests, M failures`, then power off (all passed) or
+//! `CRASH("suite failed")`, so the launcher's exit status tells the harness.
 //!
-//! Tests run in the order of [`TESTS`]; the page-table tests build on each other's tables (the
+//! `lgtest=suite` runs [`TESTS`] in order; the page-table tests build on each other's tables (the
 //! `set-*` tests publish a new subtree one level lower each time), everything else is independent.
+//! `lgtest=user` runs `user.rs` (processes in ring 3) and `lgtest=privileged` runs
+//! `privileged.rs` (the privileged instructions the host emulates at ring 1).
 
 #![allow(
     clippy::result_large_err,
@@ -11,11 +13,14 @@
 )]
 
 mod basics;
-mod bench;
+pub mod bench;
+mod bench_mode;
 mod exceptions;
 mod faults;
 mod interrupts;
 pub mod memory;
+mod privileged;
+mod user;
 
 use crate::{hcall, irq, shared, traps};
 use core::sync::atomic::Ordering::Relaxed;
@@ -54,6 +59,13 @@ macro_rules! ensure_eq {
 }
 
 pub(crate) use {ensure, ensure_eq, fail};
+
+/// A failure detail from a format string (for `map_err`).
+pub fn detail(args: core::fmt::Arguments<'_>) -> Detail {
+    let mut d = Detail::new();
+    let _ = core::fmt::Write::write_fmt(&mut d, args);
+    d
+}
 
 type Test = (&'static str, fn() -> TestResult);
 
@@ -95,12 +107,34 @@ const TESTS: &[Test] = &[
 ];
 
 pub fn run() -> ! {
+    run_suite(TESTS, || {}, bench::run)
+}
+
+/// `lgtest=user`.
+pub fn run_user() -> ! {
+    user::run()
+}
+
+/// `lgtest=bench`.
+pub fn run_bench() -> ! {
+    bench_mode::run()
+}
+
+/// `lgtest=privileged`.
+pub fn run_privileged() -> ! {
+    run_suite(privileged::TESTS, || {}, || {})
+}
+
+/// Run `tests` in order, each followed by the common cleanup and `after_each`; then `finally`
+/// (benchmarks), the summary, and power off or crash.
+fn run_suite(tests: &[Test], after_each: fn(), finally: fn()) -> ! {
     traps::install_exceptions();
     traps::install_irq();
     let mut failures = 0;
-    for (n, (name, test)) in TESTS.iter().enumerate() {
+    for (n, (name, test)) in tests.iter().enumerate() {
         let result = test();
         cleanup();
+        after_each();
         match result {
             Ok(()) => println!("ok {} - {}", n + 1, name),
             Err(detail) => {
@@ -109,8 +143,8 @@ pub fn run() -> ! {
             }
         }
     }
-    bench::run();
-    println!("SUMMARY: {} tests, {} failures", TESTS.len(), failures);
+    finally();
+    println!("SUMMARY: {} tests, {} failures", tests.len(), failures);
     if failures == 0 {
         hcall::shutdown()
     } else {
