@@ -11,7 +11,7 @@
 # guest MODE: run the test guest in MODE; echo its bench lines. Returns 2 if it has no such mode.
 guest() {
     out=/tmp/bench-guest.$1
-    taskset -c 0 lguest 32m /lg/lgtest "lgtest=$1" > "$out" 2>&1
+    taskset -c 0 lguest 32m /lg/lgtest "lgtest=$1" < /dev/null > "$out" 2>&1
     rc=$?
     tr -d '\r' < "$out" > "$out.clean"
     if grep -q "unknown mode '$1'" "$out.clean"; then

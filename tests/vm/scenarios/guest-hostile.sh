@@ -10,23 +10,8 @@ la57=0; grep -qw la57 /proc/cpuinfo && la57=1
 sysenter_fault='unhandled #UD'
 grep -q GenuineIntel /proc/cpuinfo && sysenter_fault='unhandled #GP (vector 13, error 0x0)'
 fails=0
-while IFS='|' read -r mode want text; do
-    [ -n "$mode" ] || continue
-    text=$(echo "$text" | sed "s/@SYSENTER@/$sysenter_fault/")
-    timeout -s KILL 60 lguest 32m /lg/lgtest lgtest="$mode" > /tmp/o 2>&1
-    rc=$?
-    if grep -q '^SKIP: no reserved range' /tmp/o && [ $la57 = 1 ] && [ $rc = 0 ]; then
-        echo "ok - $mode: skipped (5-level host: the switcher is out of a 4-level guest's reach)"
-        continue
-    fi
-    if [ "$rc" = "$want" ] && grep -qF -- "$text" /tmp/o; then
-        echo "ok - $mode: exit $rc: $(tail -1 /tmp/o)"
-    else
-        echo "not ok - $mode: exit $rc (want $want), want '$text', got:"
-        sed 's/^/    /' /tmp/o | tail -5
-        fails=$((fails + 1))
-    fi
-done <<'TABLE'
+ran=0
+cat > /tmp/table <<'TABLE'
 bad-hcall-nr|1|guest killed: unknown hypercall 9999
 bad-hcall-noncanonical|1|guest killed: non-canonical address 0x8000000000000000
 bad-hcall-oob|1|guest killed: page table root 0x10000000000 is not a page-aligned address inside guest memory
@@ -55,7 +40,32 @@ double-fault|1|guest killed: double fault: cannot deliver #PF
 stack-in-switcher|1|inside the switcher range
 crash|1|guest crashed: deliberate crash from lgtest
 unhandled-ud|1|guest killed: unhandled #UD
+user-syscall-noncanonical-rcx|1|guest killed: non-canonical IRET instruction pointer 0x800000000000
+user-hypercall|1|guest crashed: user int $0x1f raised #GP
+stack-user|1|the kernel stack must be 16-byte aligned and in the upper
+stack-unaligned|1|the kernel stack must be 16-byte aligned
+set-stack-switcher|1|is inside the reserved switcher range
 TABLE
+while IFS='|' read -r mode want text; do
+    [ -n "$mode" ] || continue
+    ran=$((ran + 1))
+    text=$(echo "$text" | sed "s/@SYSENTER@/$sysenter_fault/")
+    timeout -s KILL 60 lguest 32m /lg/lgtest lgtest="$mode" < /dev/null > /tmp/o 2>&1
+    rc=$?
+    if grep -q '^SKIP: no reserved range' /tmp/o && [ $la57 = 1 ] && [ $rc = 0 ]; then
+        echo "ok - $mode: skipped (5-level host: the switcher is out of a 4-level guest's reach)"
+        continue
+    fi
+    if [ "$rc" = "$want" ] && grep -qF -- "$text" /tmp/o; then
+        echo "ok - $mode: exit $rc: $(tail -1 /tmp/o)"
+    else
+        echo "not ok - $mode: exit $rc (want $want), want '$text', got:"
+        sed 's/^/    /' /tmp/o | tail -5
+        fails=$((fails + 1))
+    fi
+done < /tmp/table
+rows=$(grep -c '|' /tmp/table)
+[ "$ran" = "$rows" ] || fail "only $ran of $rows hostile modes ran"
 pinned=$(cat /sys/module/lg/parameters/pinned_pages)
 tables=$(cat /sys/module/lg/parameters/table_pages)
 echo "after all guests: pinned pages $pinned, page-table pages $tables (switcher's own: $base_tables)"

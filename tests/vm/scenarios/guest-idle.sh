@@ -7,7 +7,7 @@
 load_lg
 hz=$(getconf CLK_TCK 2>/dev/null || echo 100)
 for mode in hlt idle; do
-    lguest 32m /lg/lgtest lgtest=$mode > /tmp/o 2>&1 &
+    lguest 32m /lg/lgtest lgtest=$mode < /dev/null > /tmp/o 2>&1 &
     pid=$!
     sleep 2
     if ! kill -0 $pid 2>/dev/null; then

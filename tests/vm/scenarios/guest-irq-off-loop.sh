@@ -3,7 +3,7 @@
 # timeout: 60
 . /scenarios/lib.sh
 load_lg
-lguest 32m /lg/lgtest lgtest=irq-off-loop > /tmp/o 2>&1 &
+lguest 32m /lg/lgtest lgtest=irq-off-loop < /dev/null > /tmp/o 2>&1 &
 pid=$!
 sleep 1
 grep -q '^looping' /tmp/o || fail "the guest did not start looping: $(cat /tmp/o)"

@@ -6,7 +6,7 @@ load_lg
 ncpu=$(grep -c ^processor /proc/cpuinfo)
 n=0
 while [ $n -lt 5 ]; do
-    lguest 32m /lg/lgtest lgtest=suite > /tmp/o 2>&1 &
+    lguest 32m /lg/lgtest lgtest=suite < /dev/null > /tmp/o 2>&1 &
     pid=$!
     moves=0
     while kill -0 $pid 2>/dev/null; do

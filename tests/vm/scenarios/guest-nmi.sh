@@ -9,7 +9,7 @@ nmis() { awk '/^ *NMI:/ { s = 0; for (i = 2; i <= NF && $i ~ /^[0-9]+$/; i++) s 
 before=$(nmis)
 n=0
 while [ $n -lt 4 ]; do
-    taskset 1 lguest 32m /lg/lgtest lgtest=suite > /tmp/o 2>&1 &
+    taskset 1 lguest 32m /lg/lgtest lgtest=suite < /dev/null > /tmp/o 2>&1 &
     pid=$!
     echo "@@ NMI 5"
     wait $pid; rc=$?

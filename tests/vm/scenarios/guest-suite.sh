@@ -2,7 +2,7 @@
 # timeout: 240
 . /scenarios/lib.sh
 load_lg
-lguest 32m /lg/lgtest lgtest=suite > /tmp/out 2>&1
+lguest 32m /lg/lgtest lgtest=suite < /dev/null > /tmp/out 2>&1
 rc=$?
 cat /tmp/out
 echo "launcher exit status: $rc"
