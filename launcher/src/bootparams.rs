@@ -58,13 +58,22 @@ pub struct E820Entry {
     pub kind: u32,
 }
 
-/// The guest's memory map: all of RAM. Device pages, later, are added as reserved entries.
-pub fn memory_map(mem_bytes: u64) -> Vec<E820Entry> {
-    vec![E820Entry {
+/// The guest's memory map: RAM `[0, mem_bytes)`, then the device page and the devices' pages
+/// `[mem_bytes, top)` as reserved (docs/abi.md §3.4), so the guest never takes them for RAM.
+pub fn memory_map(mem_bytes: u64, top: u64) -> Vec<E820Entry> {
+    let mut map = vec![E820Entry {
         addr: 0,
         size: mem_bytes,
         kind: zero_page::E820_RAM,
-    }]
+    }];
+    if top > mem_bytes {
+        map.push(E820Entry {
+            addr: mem_bytes,
+            size: top - mem_bytes,
+            kind: zero_page::E820_RESERVED,
+        });
+    }
+    map
 }
 
 /// The command line as written to guest memory: its bytes and a NUL, at most `CMDLINE_MAX`.
@@ -176,7 +185,13 @@ mod tests {
             gpa: 60 * MIB,
             size: 12345,
         };
-        write(&mem, &cmdline, &memory_map(64 * MIB), Some(initrd)).expect("write");
+        write(
+            &mem,
+            &cmdline,
+            &memory_map(64 * MIB, 64 * MIB),
+            Some(initrd),
+        )
+        .expect("write");
         let p = page(&mem);
         assert_eq!(u16_at(&p, zero_page::BOOT_FLAG), 0xaa55);
         assert_eq!(&p[zero_page::HEADER..zero_page::HEADER + 4], b"HdrS");
@@ -222,7 +237,7 @@ mod tests {
     #[test]
     fn high_initrd_uses_the_ext_fields() {
         let params = zero_page(
-            &memory_map(8 << 30),
+            &memory_map(8 << 30, 8 << 30),
             Some(Initrd {
                 gpa: 0x1_2345_6000,
                 size: 0x1_0000_0010,
@@ -238,9 +253,37 @@ mod tests {
         assert_eq!(u32_at(&p, zero_page::RAMDISK_SIZE), 0x10);
         assert_eq!(u32_at(&p, zero_page::EXT_RAMDISK_SIZE), 1);
         // No initrd: all zero.
-        let none = zero_page(&memory_map(2 * MIB), None).expect("builds");
+        let none = zero_page(&memory_map(2 * MIB, 2 * MIB), None).expect("builds");
         assert_eq!({ none.hdr.ramdisk_image }, 0);
         assert_eq!({ none.hdr.ramdisk_size }, 0);
+    }
+
+    #[test]
+    fn e820_reserves_the_device_pages() {
+        let map = memory_map(64 * MIB, 64 * MIB + 3 * PAGE_SIZE);
+        assert_eq!(
+            map,
+            [
+                E820Entry {
+                    addr: 0,
+                    size: 64 * MIB,
+                    kind: zero_page::E820_RAM
+                },
+                E820Entry {
+                    addr: 64 * MIB,
+                    size: 3 * PAGE_SIZE,
+                    kind: zero_page::E820_RESERVED
+                },
+            ]
+        );
+        let params = zero_page(&map, None).expect("builds");
+        assert_eq!(params.e820_entries, 2);
+        let reserved = params.e820_table[1];
+        assert_eq!({ reserved.addr }, 0x400_0000);
+        assert_eq!({ reserved.size }, 0x3000);
+        assert_eq!({ reserved.r#type }, 2);
+        // Nothing above RAM: RAM only.
+        assert_eq!(memory_map(2 * MIB, 2 * MIB).len(), 1);
     }
 
     #[test]

@@ -24,8 +24,14 @@ const GIB: u64 = 1 << 30;
 
 /// Smallest guest we accept: less cannot hold a kernel and its early page tables.
 pub const MIN_MEM_BYTES: u64 = 2 * MIB;
-/// Largest guest the ABI allows.
-pub const MAX_MEM_BYTES: u64 = MAX_GUEST_PAGES * PAGE_SIZE;
+/// Guest-physical space kept above RAM for the device page and the devices' pages (docs/abi.md
+/// §3.4), so that any MEM we accept still fits in the ABI's limit with every device.
+pub const DEVICE_RESERVE_BYTES: u64 = MIB;
+/// Largest guest RAM we accept: the ABI's limit less [`DEVICE_RESERVE_BYTES`].
+pub const MAX_MEM_BYTES: u64 = MAX_GUEST_PAGES * PAGE_SIZE - DEVICE_RESERVE_BYTES;
+/// Devices the device page describes; the console always takes one of them.
+pub const MAX_DEVICES: usize = 16;
+const _: () = assert!((1 + MAX_DEVICES as u64) * PAGE_SIZE <= DEVICE_RESERVE_BYTES);
 
 /// Linux's IFNAMSIZ minus the terminating NUL.
 const MAX_IFNAME_BYTES: usize = 15;
@@ -84,7 +90,7 @@ struct Args {
     ///
     /// A number of bytes with an optional k, m or g suffix (either case); a bare
     /// number means megabytes, as in the original lguest. It must be a whole number
-    /// of 4k pages, at least 2m and at most 64g.
+    /// of 4k pages, at least 2m and at most 65535m (64g less 1m kept for devices).
     #[arg(value_name = "MEM", verbatim_doc_comment)]
     mem: String,
 
@@ -110,16 +116,23 @@ pub enum TunNet {
     Bridge(String),
 }
 
+/// One device option (`--block`, `--tunnet`, `--sharenet`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DeviceSpec {
+    Block(PathBuf),
+    Tunnet(TunNet),
+    Sharenet(PathBuf),
+}
+
 /// Everything the launcher was asked to do, validated as far as possible without touching files.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
     /// Guest memory: a whole number of pages in `MIN_MEM_BYTES..=MAX_MEM_BYTES`.
     pub mem_bytes: u64,
     pub kernel: PathBuf,
-    /// In guest order: `/dev/lgba`, `/dev/lgbb`, ...
-    pub blocks: Vec<PathBuf>,
-    pub tunnet: Option<TunNet>,
-    pub sharenets: Vec<PathBuf>,
+    /// The device options in command-line order, which is the guest's device order (the console,
+    /// which needs no option, comes last). At most `MAX_DEVICES - 1`, at most one tunnet.
+    pub devices: Vec<DeviceSpec>,
     pub initrd: Option<PathBuf>,
     /// The guest's kernel command line.
     pub cmdline: String,
@@ -129,6 +142,34 @@ pub struct Config {
 impl Config {
     pub fn mem_pages(&self) -> u64 {
         self.mem_bytes / PAGE_SIZE
+    }
+
+    /// The block files, in guest order: `/dev/lgba`, `/dev/lgbb`, ...
+    pub fn blocks(&self) -> Vec<&Path> {
+        self.devices
+            .iter()
+            .filter_map(|d| match d {
+                DeviceSpec::Block(p) => Some(p.as_path()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    pub fn tunnet(&self) -> Option<&TunNet> {
+        self.devices.iter().find_map(|d| match d {
+            DeviceSpec::Tunnet(t) => Some(t),
+            _ => None,
+        })
+    }
+
+    pub fn sharenets(&self) -> Vec<&Path> {
+        self.devices
+            .iter()
+            .filter_map(|d| match d {
+                DeviceSpec::Sharenet(p) => Some(p.as_path()),
+                _ => None,
+            })
+            .collect()
     }
 
     /// Human-readable lines (without the `lguest: ` prefix) for `--verbose`.
@@ -146,17 +187,18 @@ impl Config {
             Some(initrd) => lines.push(format!("initrd: {}", quoted(initrd))),
             None => lines.push("initrd: none".to_owned()),
         }
-        if self.blocks.is_empty() {
+        let blocks = self.blocks();
+        if blocks.is_empty() {
             lines.push("block devices: none".to_owned());
         }
-        for (index, block) in self.blocks.iter().enumerate() {
+        for (index, block) in blocks.into_iter().enumerate() {
             lines.push(format!(
                 "block device /dev/{}: {}",
                 block_device_name(index),
                 quoted(block)
             ));
         }
-        match &self.tunnet {
+        match self.tunnet() {
             Some(TunNet::Ip(ip)) => lines.push(format!("tunnet: TAP device, host address {ip}")),
             Some(TunNet::Bridge(name)) => lines.push(format!(
                 "tunnet: TAP device on bridge {}",
@@ -164,10 +206,11 @@ impl Config {
             )),
             None => lines.push("tunnet: none".to_owned()),
         }
-        if self.sharenets.is_empty() {
+        let sharenets = self.sharenets();
+        if sharenets.is_empty() {
             lines.push("sharenet: none".to_owned());
         }
-        for sharenet in &self.sharenets {
+        for sharenet in sharenets {
             lines.push(format!("sharenet: {}", quoted(sharenet)));
         }
         lines.push(format!("kernel command line: {:?}", self.cmdline));
@@ -218,16 +261,12 @@ where
         problem,
     })?;
 
-    let tunnet = match args.tunnet.as_slice() {
-        [] => None,
-        [one] => Some(parse_tunnet(one)?),
-        [first, second, ..] => {
-            return Err(Error::DuplicateTunnet {
-                first: first.clone(),
-                second: second.clone(),
-            })
-        }
-    };
+    if let [first, second, ..] = args.tunnet.as_slice() {
+        return Err(Error::DuplicateTunnet {
+            first: first.clone(),
+            second: second.clone(),
+        });
+    }
     let initrd = match args.initrd.as_slice() {
         [] => None,
         [one] => Some(one.clone()),
@@ -239,12 +278,36 @@ where
         }
     };
 
+    // The guest's devices are numbered in command-line order across the three options: clap keeps
+    // each option's values in order, and its argument indices interleave them.
+    let positions = |id: &str| -> Vec<usize> {
+        matches
+            .indices_of(id)
+            .map(|i| i.collect())
+            .unwrap_or_default()
+    };
+    let mut ordered: Vec<(usize, DeviceSpec)> = Vec::new();
+    for (at, path) in positions("block").into_iter().zip(args.block) {
+        ordered.push((at, DeviceSpec::Block(path)));
+    }
+    for (at, value) in positions("tunnet").into_iter().zip(&args.tunnet) {
+        ordered.push((at, DeviceSpec::Tunnet(parse_tunnet(value)?)));
+    }
+    for (at, path) in positions("sharenet").into_iter().zip(args.sharenet) {
+        ordered.push((at, DeviceSpec::Sharenet(path)));
+    }
+    ordered.sort_by_key(|(at, _)| *at);
+    let devices: Vec<DeviceSpec> = ordered.into_iter().map(|(_, d)| d).collect();
+    if devices.len() >= MAX_DEVICES {
+        return Err(Error::TooManyDevices {
+            count: devices.len(),
+        });
+    }
+
     Ok(Parsed::Run(Config {
         mem_bytes,
         kernel,
-        blocks: args.block,
-        tunnet,
-        sharenets: args.sharenet,
+        devices,
         initrd,
         cmdline: args.kernel_args.join(" "),
         verbose: args.verbose,
@@ -512,11 +575,12 @@ pub fn check_files(config: &Config) -> Result<(), Error> {
     if let Some(initrd) = &config.initrd {
         check_readable_file(Role::Initrd, initrd)?;
     }
-    for block in &config.blocks {
-        check_block_file(block)?;
-    }
-    for sharenet in &config.sharenets {
-        check_sharenet_file(sharenet)?;
+    for device in &config.devices {
+        match device {
+            DeviceSpec::Block(path) => check_block_file(path)?,
+            DeviceSpec::Sharenet(path) => check_sharenet_file(path)?,
+            DeviceSpec::Tunnet(_) => {}
+        }
     }
     Ok(())
 }
@@ -666,7 +730,8 @@ mod tests {
         assert_eq!(mem("1m"), Err(MemSizeProblem::TooSmall));
         assert_eq!(mem("2047k"), Err(MemSizeProblem::TooSmall));
         assert_eq!(mem("2048k"), Ok(MIN_MEM_BYTES));
-        assert_eq!(mem("64g"), Ok(MAX_MEM_BYTES));
+        assert_eq!(mem("65535m"), Ok(MAX_MEM_BYTES));
+        assert_eq!(mem("64g"), Err(MemSizeProblem::TooLarge));
         assert_eq!(mem("65537m"), Err(MemSizeProblem::TooLarge));
         assert_eq!(mem("65g"), Err(MemSizeProblem::TooLarge));
     }
@@ -721,7 +786,7 @@ mod tests {
         );
         assert_eq!(
             parse_err(&["99999999999999999999g", "vmlinux"]).to_string(),
-            "bad memory size '99999999999999999999g': too large: at most 64g is supported"
+            "bad memory size '99999999999999999999g': too large: at most 65535m is supported"
         );
     }
 
@@ -735,9 +800,7 @@ mod tests {
             Config {
                 mem_bytes: 64 * MIB,
                 kernel: PathBuf::from("vmlinux"),
-                blocks: vec![],
-                tunnet: None,
-                sharenets: vec![],
+                devices: vec![],
                 initrd: None,
                 cmdline: String::new(),
                 verbose: false,
@@ -761,9 +824,12 @@ mod tests {
         ]);
         assert!(c.verbose);
         assert_eq!(c.mem_bytes, GIB);
-        assert_eq!(c.blocks, vec![PathBuf::from("root.img")]);
-        assert_eq!(c.tunnet, Some(TunNet::Ip(Ipv4Addr::new(192, 168, 19, 1))));
-        assert_eq!(c.sharenets, vec![PathBuf::from("/tmp/net")]);
+        assert_eq!(c.blocks(), [Path::new("root.img")]);
+        assert_eq!(
+            c.tunnet(),
+            Some(&TunNet::Ip(Ipv4Addr::new(192, 168, 19, 1)))
+        );
+        assert_eq!(c.sharenets(), [Path::new("/tmp/net")]);
         assert_eq!(c.initrd, Some(PathBuf::from("initrd.img")));
         assert_eq!(c.cmdline, "root=/dev/lgba console=hvc0");
     }
@@ -781,8 +847,8 @@ mod tests {
             "64m",
             "vmlinux",
         ]);
-        assert_eq!(c.blocks, vec![PathBuf::from("a.img")]);
-        assert_eq!(c.tunnet, Some(TunNet::Bridge("br0".into())));
+        assert_eq!(c.blocks(), [Path::new("a.img")]);
+        assert_eq!(c.tunnet(), Some(&TunNet::Bridge("br0".into())));
         assert_eq!(c.initrd, Some(PathBuf::from("rd")));
         assert!(c.verbose);
     }
@@ -809,12 +875,23 @@ mod tests {
             "64m",
             "vmlinux",
         ]);
-        let expected: Vec<PathBuf> = ["first", "second", "third"]
+        assert_eq!(
+            c.blocks(),
+            [Path::new("first"), Path::new("second"), Path::new("third")]
+        );
+        assert_eq!(c.sharenets(), [Path::new("n1"), Path::new("n2")]);
+        // The device order interleaves the options as given.
+        let kinds: Vec<&str> = c
+            .devices
             .iter()
-            .map(PathBuf::from)
+            .map(|d| match d {
+                DeviceSpec::Block(_) => "block",
+                DeviceSpec::Tunnet(_) => "tunnet",
+                DeviceSpec::Sharenet(_) => "sharenet",
+            })
             .collect();
-        assert_eq!(c.blocks, expected);
-        assert_eq!(c.sharenets, vec![PathBuf::from("n1"), PathBuf::from("n2")]);
+        assert_eq!(kinds, ["block", "sharenet", "block", "block", "sharenet"]);
+        assert_eq!(c.devices[1], DeviceSpec::Sharenet("n1".into()));
         let names: Vec<String> = (0..3).map(block_device_name).collect();
         assert_eq!(names, ["lgba", "lgbb", "lgbc"]);
     }
@@ -837,7 +914,7 @@ mod tests {
             "a  b",
         ]);
         assert_eq!(c.cmdline, "-v --help --version --block=x - a  b");
-        assert!(c.blocks.is_empty());
+        assert!(c.blocks().is_empty());
         assert!(!c.verbose);
     }
 
@@ -860,18 +937,21 @@ mod tests {
             "-s",
             "--foo",
         ]);
-        assert_eq!(c.blocks, vec![PathBuf::from("rootfile")]);
-        assert_eq!(c.tunnet, Some(TunNet::Ip("192.168.19.1".parse().unwrap())));
-        assert_eq!(c.sharenets, vec![PathBuf::from("/tmp/lan0")]);
+        assert_eq!(c.blocks(), [Path::new("rootfile")]);
+        assert_eq!(
+            c.tunnet(),
+            Some(&TunNet::Ip("192.168.19.1".parse().unwrap()))
+        );
+        assert_eq!(c.sharenets(), [Path::new("/tmp/lan0")]);
         assert_eq!(c.cmdline, "root=/dev/lgba -s --foo");
         // Between MEM and KERNEL too; and --verbose anywhere.
         let c = parse_ok(&["64m", "--block=a", "vmlinux", "--verbose", "--block=b", "x"]);
-        assert_eq!(c.blocks, vec![PathBuf::from("a"), PathBuf::from("b")]);
+        assert_eq!(c.blocks(), [Path::new("a"), Path::new("b")]);
         assert!(c.verbose);
         assert_eq!(c.cmdline, "x");
         // After "--" nothing is ours.
         let c = parse_ok(&["64m", "vmlinux", "--", "--block=x"]);
-        assert!(c.blocks.is_empty());
+        assert!(c.blocks().is_empty());
         assert_eq!(c.cmdline, "--block=x");
     }
 
@@ -1070,6 +1150,49 @@ mod tests {
     }
 
     #[test]
+    fn at_most_fifteen_devices() {
+        let mut args: Vec<String> = (0..15).map(|i| format!("--block=b{i}")).collect();
+        args.extend(["64m".to_owned(), "k".to_owned()]);
+        let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+        assert_eq!(parse_ok(&argv).devices.len(), 15);
+        let mut args: Vec<String> = (0..15).map(|i| format!("--sharenet=n{i}")).collect();
+        args.extend([
+            "--tunnet=10.0.0.1".to_owned(),
+            "64m".to_owned(),
+            "k".to_owned(),
+        ]);
+        let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+        let e = parse_err(&argv);
+        assert!(matches!(e, Error::TooManyDevices { count: 16 }), "{e:?}");
+        assert_eq!(
+            e.to_string(),
+            "too many devices: 16 given, at most 15 (the console takes the 16th place in the \
+             device page)"
+        );
+        assert_eq!(e.exit_code(), crate::error::EXIT_USAGE);
+    }
+
+    #[test]
+    fn tunnet_takes_its_place_in_the_order() {
+        let c = parse_ok(&[
+            "--sharenet=a",
+            "64m",
+            "k",
+            "--tunnet=10.0.0.1",
+            "--block=x",
+            "root=/dev/lgba",
+        ]);
+        assert_eq!(
+            c.devices,
+            [
+                DeviceSpec::Sharenet("a".into()),
+                DeviceSpec::Tunnet(TunNet::Ip(Ipv4Addr::new(10, 0, 0, 1))),
+                DeviceSpec::Block("x".into()),
+            ]
+        );
+    }
+
+    #[test]
     fn double_initrd_is_refused() {
         let e = parse_err(&["--initrd=a", "--initrd=b", "64m", "k"]);
         assert!(matches!(e, Error::DuplicateInitrd { .. }));
@@ -1228,9 +1351,7 @@ mod tests {
         Config {
             mem_bytes: 64 * MIB,
             kernel,
-            blocks: vec![],
-            tunnet: None,
-            sharenets: vec![],
+            devices: vec![],
             initrd: None,
             cmdline: String::new(),
             verbose: false,
@@ -1242,8 +1363,12 @@ mod tests {
         let dir = TempDir::new();
         let mut c = config_with_kernel(dir.file("vmlinux", 0o644));
         c.initrd = Some(dir.file("initrd", 0o444));
-        c.blocks = vec![dir.file("a.img", 0o600), dir.file("b.img", 0o600)];
-        c.sharenets = vec![dir.0.join("net-not-yet"), dir.file("net-exists", 0o600)];
+        c.devices = vec![
+            DeviceSpec::Block(dir.file("a.img", 0o600)),
+            DeviceSpec::Sharenet(dir.0.join("net-not-yet")),
+            DeviceSpec::Block(dir.file("b.img", 0o600)),
+            DeviceSpec::Sharenet(dir.file("net-exists", 0o600)),
+        ];
         check_files(&c).expect("all files are fine");
     }
 
@@ -1376,10 +1501,10 @@ mod tests {
     fn block_files_are_checked_in_order() {
         let dir = TempDir::new();
         let mut c = config_with_kernel(dir.file("vmlinux", 0o644));
-        c.blocks = vec![
-            dir.file("ok.img", 0o600),
-            dir.0.join("first-bad"),
-            dir.0.join("second-bad"),
+        c.devices = vec![
+            DeviceSpec::Block(dir.file("ok.img", 0o600)),
+            DeviceSpec::Block(dir.0.join("first-bad")),
+            DeviceSpec::Block(dir.0.join("second-bad")),
         ];
         let e = check_files(&c).expect_err("bad block");
         assert!(e.to_string().contains("first-bad"), "{e}");

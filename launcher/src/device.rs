@@ -60,6 +60,28 @@ pub trait LguestDevice {
     /// One `read()`: runs the guest until it has a record for us, which lands in `buf`; returns
     /// its length. Errors are raw, for the run loop to sort out (`EINTR`, `EAGAIN`, ...).
     fn read_record(&mut self, buf: &mut [u8]) -> Result<usize, Errno>;
+    /// `LHREQ_GETDMA(key)`: claim a free receive buffer the guest bound at `key`; its
+    /// guest-physical address. `ENOENT`: nothing bound there; `ENOSPC`: every buffer is in use.
+    fn get_dma(&mut self, key: u64) -> Result<u64, Errno>;
+    /// `LHREQ_IRQ(irq)`: make virtual interrupt `irq` pending.
+    fn irq(&mut self, irq: u32) -> Result<(), Errno>;
+    /// `LHREQ_BREAK(0)`: end a break, releasing the waker thread blocked in its `BREAK 1`.
+    fn break_off(&mut self) -> Result<(), Errno>;
+}
+
+/// One two-word request (`GETDMA`, `IRQ`, `BREAK`); the `write()`'s return value. A signal that
+/// interrupts it before anything happened just asks again.
+pub fn request(fd: BorrowedFd<'_>, req: u64, arg: u64) -> Result<u64, Errno> {
+    let mut bytes = [0u8; 16];
+    bytes[..8].copy_from_slice(&req.to_le_bytes());
+    bytes[8..].copy_from_slice(&arg.to_le_bytes());
+    loop {
+        match rustix::io::write(fd, &bytes) {
+            Ok(n) => return Ok(n as u64),
+            Err(Errno::INTR) => continue,
+            Err(errno) => return Err(errno),
+        }
+    }
 }
 
 /// The one-line explanation of a failed `LHREQ_INITIALIZE`.
@@ -102,6 +124,18 @@ impl LguestDevice for Device {
 
     fn read_record(&mut self, buf: &mut [u8]) -> Result<usize, Errno> {
         rustix::io::read(&self.fd, buf)
+    }
+
+    fn get_dma(&mut self, key: u64) -> Result<u64, Errno> {
+        request(self.fd.as_fd(), lhreq::GETDMA, key)
+    }
+
+    fn irq(&mut self, irq: u32) -> Result<(), Errno> {
+        request(self.fd.as_fd(), lhreq::IRQ, u64::from(irq)).map(drop)
+    }
+
+    fn break_off(&mut self) -> Result<(), Errno> {
+        request(self.fd.as_fd(), lhreq::BREAK, 0).map(drop)
     }
 }
 
@@ -221,6 +255,25 @@ mod tests {
         let written = std::fs::read(&path).expect("read back");
         let _ = std::fs::remove_file(&path);
         assert_eq!(written, args.to_bytes());
+    }
+
+    /// Requests are one 16-byte write each: request word, argument.
+    #[test]
+    fn requests_are_two_words() {
+        let path =
+            std::env::temp_dir().join(format!("lguest-device-test-{}-req", std::process::id()));
+        std::fs::write(&path, b"").expect("create");
+        let mut device = open_path(&path).expect("opens");
+        assert_eq!(device.get_dma(0x4000_0008), Ok(16));
+        device.irq(3).expect("irq");
+        device.break_off().expect("break");
+        let written = std::fs::read(&path).expect("read back");
+        let _ = std::fs::remove_file(&path);
+        let words: Vec<u64> = written
+            .chunks_exact(8)
+            .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")))
+            .collect();
+        assert_eq!(words, [1, 0x4000_0008, 2, 3, 3, 0]);
     }
 
     #[test]

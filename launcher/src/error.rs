@@ -275,6 +275,10 @@ pub enum Error {
         first: PathBuf,
         second: PathBuf,
     },
+    /// More device options than the device page has room for (the console takes one place).
+    TooManyDevices {
+        count: usize,
+    },
     /// A clap error we have no dedicated variant for: its first line, already without "error: ".
     Usage(String),
 
@@ -361,6 +365,59 @@ pub enum Error {
     BadRecord(RecordProblem),
     /// The guest asked to restart and exec'ing the launcher again failed.
     Restart(io::Error),
+
+    // ---- devices ----
+    /// The size of a block file could not be found (seek to its end failed).
+    BlockSize {
+        path: PathBuf,
+        err: io::Error,
+    },
+    /// `/dev/net/tun` could not be opened.
+    TunOpen(io::Error),
+    /// `TUNSETIFF` refused to create the TAP device.
+    TapCreate(io::Error),
+    /// Configuring the new TAP device failed at `step`.
+    TapSetup {
+        name: String,
+        step: String,
+        err: io::Error,
+    },
+    NoBridge {
+        bridge: String,
+    },
+    NotABridge {
+        bridge: String,
+    },
+    BridgeAdd {
+        tap: String,
+        bridge: String,
+        err: io::Error,
+    },
+    /// Every guest slot of a sharenet file is locked by a running launcher.
+    SharenetFull {
+        path: PathBuf,
+    },
+    SharenetLock {
+        path: PathBuf,
+        err: io::Error,
+    },
+    /// Growing a new sharenet file to its page, or clearing our slot, failed.
+    SharenetSetup {
+        path: PathBuf,
+        err: io::Error,
+    },
+    SharenetMap {
+        path: PathBuf,
+        err: io::Error,
+    },
+    /// The thread that watches stdin and the TAP device could not be started.
+    InputThread(io::Error),
+    /// An `LHREQ_GETDMA`, `LHREQ_IRQ` or `LHREQ_BREAK` failed in a way that means lg.ko and the
+    /// launcher disagree (not merely "the guest is gone").
+    DeviceRequest {
+        request: &'static str,
+        errno: Errno,
+    },
 }
 
 impl Error {
@@ -379,6 +436,7 @@ impl Error {
             | BadBridgeName { .. }
             | DuplicateTunnet { .. }
             | DuplicateInitrd { .. }
+            | TooManyDevices { .. }
             | Usage(_)
             | CmdlineTooLong { .. } => EXIT_USAGE,
             CannotOpen { .. }
@@ -408,7 +466,20 @@ impl Error {
             | InitShortWrite(_)
             | DeviceRead(_)
             | BadRecord(_)
-            | Restart(_) => EXIT_FAILURE,
+            | Restart(_)
+            | BlockSize { .. }
+            | TunOpen(_)
+            | TapCreate(_)
+            | TapSetup { .. }
+            | NoBridge { .. }
+            | NotABridge { .. }
+            | BridgeAdd { .. }
+            | SharenetFull { .. }
+            | SharenetLock { .. }
+            | SharenetSetup { .. }
+            | SharenetMap { .. }
+            | InputThread(_)
+            | DeviceRequest { .. } => EXIT_FAILURE,
         }
     }
 }
@@ -505,6 +576,13 @@ impl fmt::Display for Error {
                 "--initrd given twice ({} and {}): a guest has at most one initrd",
                 qp(first),
                 qp(second)
+            ),
+            TooManyDevices { count } => write!(
+                f,
+                "too many devices: {count} given, at most {} (the console takes the {}th place \
+                 in the device page)",
+                crate::cli::MAX_DEVICES - 1,
+                crate::cli::MAX_DEVICES
             ),
             Usage(msg) => write!(f, "{} ({TRY_HELP})", Quoted::bare(OsStr::new(msg))),
             CannotOpen { role, path, err } => {
@@ -635,6 +713,75 @@ impl fmt::Display for Error {
                 "the guest asked to restart, but re-executing the launcher failed: {}",
                 os_msg(err)
             ),
+            BlockSize { path, err } => write!(
+                f,
+                "cannot find the size of block file {}: {}",
+                qp(path),
+                os_msg(err)
+            ),
+            TunOpen(err) => {
+                write!(f, "cannot create TAP device: /dev/net/tun: {}", os_msg(err))?;
+                match Errno::from_io_error(err) {
+                    Some(Errno::NOENT | Errno::NODEV | Errno::NXIO) => {
+                        f.write_str(" (is the tun module loaded? modprobe tun)")
+                    }
+                    Some(Errno::ACCESS | Errno::PERM) => f.write_str(" (run lguest as root)"),
+                    _ => Ok(()),
+                }
+            }
+            TapCreate(err) => {
+                write!(f, "cannot create TAP device: {}", os_msg(err))?;
+                match Errno::from_io_error(err) {
+                    Some(Errno::ACCESS | Errno::PERM) => {
+                        f.write_str(" (it needs CAP_NET_ADMIN: run lguest as root)")
+                    }
+                    _ => Ok(()),
+                }
+            }
+            TapSetup { name, step, err } => write!(
+                f,
+                "cannot set up TAP device {}: {}: {}",
+                q(name),
+                Quoted::bare(OsStr::new(step)),
+                os_msg(err)
+            ),
+            NoBridge { bridge } => write!(f, "bridge {} does not exist", q(bridge)),
+            NotABridge { bridge } => write!(f, "{} is not a bridge", q(bridge)),
+            BridgeAdd { tap, bridge, err } => write!(
+                f,
+                "cannot add TAP device {} to bridge {}: {}",
+                q(tap),
+                q(bridge),
+                os_msg(err)
+            ),
+            SharenetFull { path } => write!(
+                f,
+                "sharenet file {} is full: all {} guest slots are taken by running launchers",
+                qp(path),
+                crate::devices::net::SLOTS - 1
+            ),
+            SharenetLock { path, err } => write!(
+                f,
+                "cannot lock a slot of sharenet file {}: {}",
+                qp(path),
+                os_msg(err)
+            ),
+            SharenetSetup { path, err } => write!(
+                f,
+                "cannot prepare sharenet file {}: {}",
+                qp(path),
+                os_msg(err)
+            ),
+            SharenetMap { path, err } => write!(
+                f,
+                "cannot map sharenet file {} into guest memory: {}",
+                qp(path),
+                os_msg(err)
+            ),
+            InputThread(err) => write!(f, "cannot start the input thread: {}", os_msg(err)),
+            DeviceRequest { request, errno } => {
+                write!(f, "{request} failed: {}", errno_text(*errno))
+            }
         }
     }
 }
@@ -680,6 +827,7 @@ fn errno_name(errno: Errno) -> Option<&'static str> {
         Errno::NXIO => "ENXIO",
         Errno::OVERFLOW => "EOVERFLOW",
         Errno::SRCH => "ESRCH",
+        Errno::NOSPC => "ENOSPC",
         _ => return None,
     })
 }
@@ -820,7 +968,7 @@ mod tests {
                 err: io::Error::from_raw_os_error(5),
             },
             Error::InitrdTooBig {
-                path: nasty,
+                path: nasty.clone(),
                 size: 1,
                 room: 0,
             },
@@ -828,12 +976,123 @@ mod tests {
             Error::DeviceRead(Errno::NOENT),
             Error::InitFailed(Errno::from_raw_os_error(4095)),
             Error::Restart(io::Error::from_raw_os_error(2)),
+            Error::TooManyDevices { count: 16 },
+            Error::BlockSize {
+                path: nasty.clone(),
+                err: io::Error::from_raw_os_error(29),
+            },
+            Error::TunOpen(io::Error::from_raw_os_error(2)),
+            Error::TapCreate(io::Error::from_raw_os_error(1)),
+            Error::TapSetup {
+                name: "tap0".into(),
+                step: "bringing it up\n".into(),
+                err: io::Error::from_raw_os_error(1),
+            },
+            Error::NoBridge {
+                bridge: "br\n".into(),
+            },
+            Error::NotABridge {
+                bridge: "lo".into(),
+            },
+            Error::BridgeAdd {
+                tap: "tap0".into(),
+                bridge: "br0".into(),
+                err: io::Error::from_raw_os_error(1),
+            },
+            Error::SharenetFull {
+                path: nasty.clone(),
+            },
+            Error::SharenetLock {
+                path: nasty.clone(),
+                err: io::Error::from_raw_os_error(37),
+            },
+            Error::SharenetSetup {
+                path: nasty.clone(),
+                err: io::Error::from_raw_os_error(28),
+            },
+            Error::SharenetMap {
+                path: nasty.clone(),
+                err: io::Error::from_raw_os_error(19),
+            },
+            Error::InputThread(io::Error::from_raw_os_error(11)),
+            Error::DeviceRequest {
+                request: "LHREQ_IRQ",
+                errno: Errno::INVAL,
+            },
         ];
         for e in &errors {
             let line = e.to_string();
             assert!(!line.contains('\n'), "{line:?}");
             assert!(!line.is_empty());
         }
+    }
+
+    #[test]
+    fn device_messages() {
+        let cases: [(Error, &str); 9] = [
+            (
+                Error::TunOpen(io::Error::from_raw_os_error(2)),
+                "cannot create TAP device: /dev/net/tun: No such file or directory (is the tun \
+                 module loaded? modprobe tun)",
+            ),
+            (
+                Error::TunOpen(io::Error::from_raw_os_error(13)),
+                "cannot create TAP device: /dev/net/tun: Permission denied (run lguest as root)",
+            ),
+            (
+                Error::TapCreate(io::Error::from_raw_os_error(1)),
+                "cannot create TAP device: Operation not permitted (it needs CAP_NET_ADMIN: run \
+                 lguest as root)",
+            ),
+            (
+                Error::TapSetup {
+                    name: "tap0".into(),
+                    step: "setting its address 10.0.0.1".into(),
+                    err: io::Error::from_raw_os_error(99),
+                },
+                "cannot set up TAP device 'tap0': setting its address 10.0.0.1: Cannot assign \
+                 requested address",
+            ),
+            (
+                Error::NoBridge {
+                    bridge: "br9".into(),
+                },
+                "bridge 'br9' does not exist",
+            ),
+            (
+                Error::NotABridge {
+                    bridge: "eth0".into(),
+                },
+                "'eth0' is not a bridge",
+            ),
+            (
+                Error::SharenetFull {
+                    path: "/tmp/lan0".into(),
+                },
+                "sharenet file '/tmp/lan0' is full: all 511 guest slots are taken by running \
+                 launchers",
+            ),
+            (
+                Error::CannotOpen {
+                    role: Role::Block,
+                    path: "x".into(),
+                    err: io::Error::from_raw_os_error(2),
+                },
+                "cannot open block file 'x': No such file or directory",
+            ),
+            (
+                Error::DeviceRequest {
+                    request: "LHREQ_GETDMA",
+                    errno: Errno::INVAL,
+                },
+                "LHREQ_GETDMA failed: Invalid argument (EINVAL)",
+            ),
+        ];
+        for (e, text) in cases {
+            assert_eq!(e.to_string(), text);
+            assert_eq!(e.exit_code(), EXIT_FAILURE);
+        }
+        assert_eq!(Error::TooManyDevices { count: 20 }.exit_code(), EXIT_USAGE);
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! Running the guest: map its memory, load the kernel (and initrd), write the zero page and the
-//! command line, create the guest with `LHREQ_INITIALIZE`, then run it until it stops.
+//! Running the guest: map its memory (RAM and the device pages above it), load the kernel (and
+//! initrd), write the zero page and the command line, open the devices, create the guest with
+//! `LHREQ_INITIALIZE`, then run it until it stops.
 
 use std::io::{self, Write};
 use std::os::unix::process::CommandExt;
@@ -9,6 +10,7 @@ use std::process::Command;
 use crate::bootparams;
 use crate::cli::{human_size, Config};
 use crate::device::{Device, InitArgs, LguestDevice};
+use crate::devices::{Devices, Layout};
 use crate::error::{Error, Role};
 use crate::loader::{self, FileImage, Initrd, Kernel};
 use crate::memory::GuestMemory;
@@ -21,22 +23,27 @@ use lg_core::abi::{self, PAGE_SIZE};
 /// re-executed with the same arguments), so this returns only on failure in that case.
 pub fn run_guest(config: &Config, mut device: Device) -> Result<i32, Error> {
     let guest = load_guest(config)?;
+    let mut devices = Devices::open(config, guest.layout, &guest.memory)?;
     if config.verbose {
         let mut stderr = io::stderr().lock();
-        for line in guest.describe() {
+        for line in guest.describe().into_iter().chain(devices.describe()) {
             let _ = writeln!(stderr, "lguest: {line}");
         }
     }
     signals::install()?;
     device.initialize(&guest.init_args())?;
-    let outcome = run::run(
-        &mut device,
-        io::stdout().lock(),
-        &mut io::stderr(),
-        &signals::received,
-    );
+    let outcome = devices.start(&device, &mut io::stderr()).and_then(|()| {
+        run::run(
+            &mut device,
+            &mut devices,
+            &mut io::stderr(),
+            &signals::received,
+        )
+    });
     signals::cancel_alarm();
-    // Closing the device destroys the guest; only then may its memory go.
+    // The devices first: that stops the waker thread (which holds /dev/lguest open) and restores
+    // the terminal. Closing the device then destroys the guest; only then may its memory go.
+    drop(devices);
     drop(device);
     drop(guest);
     let outcome = outcome?;
@@ -51,6 +58,7 @@ pub fn run_guest(config: &Config, mut device: Device) -> Result<i32, Error> {
 
 /// A guest in memory, ready to be created.
 struct LoadedGuest {
+    layout: Layout,
     memory: GuestMemory,
     kernel: Kernel,
     initrd: Option<Initrd>,
@@ -61,7 +69,8 @@ struct LoadedGuest {
 fn load_guest(config: &Config) -> Result<LoadedGuest, Error> {
     // The cheap check first.
     let cmdline = bootparams::cmdline_bytes(&config.cmdline)?;
-    let memory = GuestMemory::new(config.mem_bytes)?;
+    let layout = Layout::for_config(config);
+    let memory = GuestMemory::with_device_pages(config.mem_bytes, layout.device_pages())?;
     let mut image = open(Role::Kernel, &config.kernel)?;
     let kernel = loader::load_kernel(&mut image, &config.kernel, &memory)?;
     drop(image);
@@ -72,9 +81,10 @@ fn load_guest(config: &Config) -> Result<LoadedGuest, Error> {
         }
         None => None,
     };
-    let e820 = bootparams::memory_map(memory.size());
+    let e820 = layout.e820();
     bootparams::write(&memory, &cmdline, &e820, initrd)?;
     Ok(LoadedGuest {
+        layout,
         memory,
         kernel,
         initrd,
@@ -95,7 +105,7 @@ impl LoadedGuest {
     fn init_args(&self) -> InitArgs {
         InitArgs {
             mem_base: self.memory.host_base(),
-            pfn_limit: self.memory.size() / PAGE_SIZE,
+            pfn_limit: self.layout.pfn_limit(),
             entry: self.kernel.entry,
             cr3: self.kernel.cr3,
             boot_params: abi::ZERO_PAGE_GPA,
@@ -106,11 +116,13 @@ impl LoadedGuest {
     fn describe(&self) -> Vec<String> {
         let args = self.init_args();
         let mut lines = vec![format!(
-            "guest memory: guest-physical 0x0-{:#x} ({}, {} pages) at launcher address {:#x}",
+            "guest memory: guest-physical 0x0-{:#x} ({}, {} pages) at launcher address {:#x}, \
+             device pages up to {:#x}",
             self.memory.size(),
             human_size(self.memory.size()),
-            args.pfn_limit,
-            args.mem_base
+            self.memory.size() / PAGE_SIZE,
+            args.mem_base,
+            self.memory.limit()
         )];
         lines.push(format!(
             "zero page at {:#x}, command line at {:#x} ({} bytes)",
@@ -179,9 +191,7 @@ mod tests {
         Config {
             mem_bytes: 16 << 20,
             kernel,
-            blocks: Vec::new(),
-            tunnet: None,
-            sharenets: Vec::new(),
+            devices: Vec::new(),
             initrd,
             cmdline: cmdline.to_owned(),
             verbose: true,
@@ -197,7 +207,8 @@ mod tests {
         std::fs::write(&initrd, vec![7u8; 5000]).expect("write");
         let guest = load_guest(&config(kernel, Some(initrd), "root=/dev/lgba")).expect("loads");
         let args = guest.init_args();
-        assert_eq!(args.pfn_limit, 4096);
+        // RAM, the device page and the console's page.
+        assert_eq!(args.pfn_limit, 4096 + 2);
         assert_eq!(args.mem_base, guest.memory.host_base());
         assert_eq!(args.entry, crate::loader::tests::ENTRY);
         assert_eq!(args.cr3, 0x10_1000);
@@ -225,6 +236,12 @@ mod tests {
         );
         assert!(
             lines.iter().any(|l| l == "e820: 0x0-0x1000000 type 1"),
+            "{lines:?}"
+        );
+        assert!(
+            lines
+                .iter()
+                .any(|l| l == "e820: 0x1000000-0x1002000 type 2"),
             "{lines:?}"
         );
         assert!(lines

@@ -10,12 +10,14 @@
 mod bootparams;
 mod cli;
 mod device;
+mod devices;
 mod error;
 mod guest;
 mod loader;
 mod memory;
 mod run;
 mod signals;
+mod waker;
 
 use std::ffi::OsString;
 use std::io::{self, Write};

@@ -1,4 +1,8 @@
 //! Guest "physical" memory: one anonymous mapping in the launcher, guest-physical 0 at its start.
+//! RAM comes first, then the device pages (docs/abi.md §3.4): one mapping for all of it, so that
+//! `mem_base + gpa` is valid for every guest-physical address the module accepts. A sharenet
+//! device's page is then replaced, inside that mapping, by a shared mapping of its file
+//! ([`GuestMemory::map_shared_page`]).
 //!
 //! The module reaches it through the launcher's address space (`mem_base` in `LHREQ_INITIALIZE`),
 //! so it must stay mapped for as long as `/dev/lguest` is open: drop the device first.
@@ -7,6 +11,9 @@
 //! layout we use and errors that name the guest-physical range.
 
 use std::io;
+use std::os::fd::BorrowedFd;
+
+use rustix::mm::{MapFlags, ProtFlags};
 
 use vm_memory::mmap::MmapRegionError;
 use vm_memory::{
@@ -33,23 +40,35 @@ pub enum MemError {
     Io(io::Error),
 }
 
-/// The guest's memory: `size` bytes, guest-physical `[0, size)`.
+/// The guest's memory: `size` bytes of RAM, guest-physical `[0, size)`, followed by the device
+/// pages up to `limit`.
 pub struct GuestMemory {
     mem: GuestMemoryMmap,
     size: u64,
+    limit: u64,
 }
 
 impl GuestMemory {
-    /// Maps `size` bytes (a non-zero whole number of pages) of zeroed, private, anonymous memory.
-    /// `MmapRegion::new` maps with `PROT_READ | PROT_WRITE` and
-    /// `MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE`: pages cost nothing until the guest touches
-    /// them, so a large guest does not need the host to have that much free at start.
+    /// RAM only (no device pages).
+    #[cfg(test)]
     pub fn new(size: u64) -> Result<GuestMemory, Error> {
+        GuestMemory::with_device_pages(size, 0)
+    }
+
+    /// Maps `size` bytes of RAM (a non-zero whole number of pages) and `device_pages` pages above
+    /// it, all zeroed, private and anonymous. `MmapRegion::new` maps with `PROT_READ | PROT_WRITE`
+    /// and `MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE`: pages cost nothing until the guest
+    /// touches them, so a large guest does not need the host to have that much free at start.
+    pub fn with_device_pages(size: u64, device_pages: u64) -> Result<GuestMemory, Error> {
         let fail = |err: io::Error| Error::GuestMemory { size, err };
         if size == 0 || !size.is_multiple_of(PAGE_SIZE) {
             return Err(fail(io::Error::from(io::ErrorKind::InvalidInput)));
         }
-        let len = usize::try_from(size).map_err(|_| fail(io::ErrorKind::OutOfMemory.into()))?;
+        let limit = device_pages
+            .checked_mul(PAGE_SIZE)
+            .and_then(|d| d.checked_add(size))
+            .ok_or_else(|| fail(io::ErrorKind::OutOfMemory.into()))?;
+        let len = usize::try_from(limit).map_err(|_| fail(io::ErrorKind::OutOfMemory.into()))?;
         let region = MmapRegion::<()>::new(len).map_err(|e| match e {
             MmapRegionError::Mmap(err) => fail(err),
             other => fail(io::Error::other(other)),
@@ -58,12 +77,55 @@ impl GuestMemory {
             .ok_or_else(|| fail(io::ErrorKind::OutOfMemory.into()))?;
         let mem =
             GuestMemoryMmap::from_regions(vec![region]).map_err(|e| fail(io::Error::other(e)))?;
-        Ok(GuestMemory { mem, size })
+        Ok(GuestMemory { mem, size, limit })
     }
 
-    /// Size in bytes (guest-physical addresses `[0, size)`).
+    /// Size of RAM in bytes (guest-physical addresses `[0, size)`): where kernels and initrds go.
     pub fn size(&self) -> u64 {
         self.size
+    }
+
+    /// End of all guest-physical memory, RAM and device pages: `pfn_limit * 4096`.
+    pub fn limit(&self) -> u64 {
+        self.limit
+    }
+
+    /// Replaces the device page at `gpa` (above RAM, page aligned) by a shared mapping of the
+    /// first page of `file`: the guest and every other launcher mapping that file then see the
+    /// same page, and lg.ko matches DMA keys in it by file and offset (docs/abi.md §3).
+    pub fn map_shared_page(&self, gpa: u64, file: BorrowedFd<'_>) -> io::Result<()> {
+        let inside = gpa >= self.size
+            && gpa.is_multiple_of(PAGE_SIZE)
+            && gpa
+                .checked_add(PAGE_SIZE)
+                .is_some_and(|end| end <= self.limit);
+        if !inside {
+            return Err(io::ErrorKind::InvalidInput.into());
+        }
+        let addr = self
+            .mem
+            .get_host_address(GuestAddress(gpa))
+            .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        // SAFETY: `[addr, addr + 4096)` lies inside the one region vm-memory mapped for us (checked
+        // above), which stays mapped, with the same size and protection, for as long as `self`
+        // lives: MAP_FIXED only swaps the backing of that page. Nothing holds a Rust reference into
+        // guest memory (every access is a volatile copy through vm-memory), so no reference sees
+        // its contents change underneath it. When the region is unmapped the page goes with it.
+        let mapped = unsafe {
+            rustix::mm::mmap(
+                addr.cast(),
+                PAGE_SIZE as usize,
+                ProtFlags::READ | ProtFlags::WRITE,
+                MapFlags::SHARED | MapFlags::FIXED,
+                file,
+                0,
+            )
+        }?;
+        if mapped != addr.cast() {
+            // MAP_FIXED never moves a mapping; anything else is a kernel we do not understand.
+            return Err(io::Error::other("mmap(MAP_FIXED) mapped elsewhere"));
+        }
+        Ok(())
     }
 
     /// The launcher virtual address of guest-physical 0 (`mem_base`), page aligned.
@@ -79,14 +141,14 @@ impl GuestMemory {
         &self.mem
     }
 
-    /// `Ok` when `[gpa, gpa + len)` lies inside guest memory.
+    /// `Ok` when `[gpa, gpa + len)` lies inside guest memory (RAM or device pages).
     pub fn check_range(&self, gpa: u64, len: u64) -> Result<(), OutOfRange> {
         match gpa.checked_add(len) {
-            Some(end) if end <= self.size => Ok(()),
+            Some(end) if end <= self.limit => Ok(()),
             _ => Err(OutOfRange {
                 gpa,
                 len,
-                size: self.size,
+                size: self.limit,
             }),
         }
     }
@@ -99,8 +161,6 @@ impl GuestMemory {
             .map_err(|e| self.backend_error(gpa, bytes.len() as u64, e))
     }
 
-    // Only the tests read guest memory until the devices arrive.
-    #[allow(dead_code)]
     pub fn read(&self, gpa: u64, buf: &mut [u8]) -> Result<(), MemError> {
         self.check_range(gpa, buf.len() as u64)
             .map_err(MemError::OutOfRange)?;
@@ -136,7 +196,7 @@ impl GuestMemory {
             MemError::OutOfRange(OutOfRange {
                 gpa,
                 len,
-                size: self.size,
+                size: self.limit,
             })
         })?;
         self.mem
@@ -155,7 +215,7 @@ impl GuestMemory {
             _ => MemError::OutOfRange(OutOfRange {
                 gpa,
                 len,
-                size: self.size,
+                size: self.limit,
             }),
         }
     }
@@ -220,6 +280,63 @@ mod tests {
             mem.load_from(0x3000, &mut short, 4),
             Err(MemError::Io(_))
         ));
+    }
+
+    #[test]
+    fn device_pages_follow_ram() {
+        let mem = GuestMemory::with_device_pages(2 * MIB, 3).expect("map");
+        assert_eq!(mem.size(), 2 * MIB);
+        assert_eq!(mem.limit(), 2 * MIB + 3 * PAGE_SIZE);
+        mem.write(2 * MIB + 2 * PAGE_SIZE, b"device")
+            .expect("device pages are memory");
+        assert!(mem.check_range(2 * MIB, 3 * PAGE_SIZE).is_ok());
+        assert!(mem.check_range(2 * MIB, 3 * PAGE_SIZE + 1).is_err());
+    }
+
+    /// A file's page mapped over a device page: writes through either side show on the other,
+    /// RAM around it is untouched, and the mapping is shared (what lg.ko's key matching needs).
+    #[test]
+    fn shared_page_replaces_a_device_page() {
+        use std::io::{Read, Seek, SeekFrom, Write};
+        use std::os::fd::AsFd;
+        let path = std::env::temp_dir().join(format!("lguest-mem-shared-{}", std::process::id()));
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .expect("create");
+        file.write_all(&[0u8; PAGE_SIZE as usize]).expect("fill");
+        file.seek(SeekFrom::Start(0)).expect("seek");
+        file.write_all(b"from the file").expect("write");
+        let mem = GuestMemory::with_device_pages(2 * MIB, 2).expect("map");
+        mem.write(2 * MIB - 4, b"ram!").expect("ram");
+        let gpa = 2 * MIB + PAGE_SIZE;
+        // Not RAM, not unaligned, not past the end.
+        assert!(mem.map_shared_page(0, file.as_fd()).is_err());
+        assert!(mem.map_shared_page(gpa + 8, file.as_fd()).is_err());
+        assert!(mem.map_shared_page(gpa + PAGE_SIZE, file.as_fd()).is_err());
+        mem.map_shared_page(gpa, file.as_fd()).expect("mmap");
+        let _ = std::fs::remove_file(&path);
+        let mut got = [0u8; 13];
+        mem.read(gpa, &mut got).expect("read");
+        assert_eq!(&got, b"from the file");
+        mem.write(gpa + 100, b"from the guest").expect("write");
+        let mut back = vec![0u8; 114];
+        file.seek(SeekFrom::Start(0)).expect("seek");
+        file.read_exact(&mut back).expect("read back");
+        assert_eq!(&back[100..], b"from the guest");
+        let mut ram = [0u8; 4];
+        mem.read(2 * MIB - 4, &mut ram).expect("ram");
+        assert_eq!(&ram, b"ram!");
+        let smaps = std::fs::read_to_string("/proc/self/smaps").expect("smaps");
+        let start = format!("{:x}-", mem.host_base() + gpa);
+        let header = smaps
+            .lines()
+            .find(|l| l.starts_with(&start))
+            .expect("the page is its own mapping");
+        assert_eq!(header.split_whitespace().nth(1), Some("rw-s"), "{header}");
     }
 
     #[test]

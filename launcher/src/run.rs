@@ -3,12 +3,12 @@
 
 use std::collections::HashSet;
 use std::ffi::OsStr;
-use std::io::{self, Write};
+use std::io::Write;
 
 use rustix::io::Errno;
 
 use crate::device::LguestDevice;
-use crate::error::{os_msg, Error, Quoted, RecordProblem};
+use crate::error::{Error, Quoted, RecordProblem};
 use crate::signals::StopSignal;
 use lg_core::abi::{exit, record};
 
@@ -67,6 +67,8 @@ pub enum Outcome {
     Killed(String),
     /// A signal stopped us.
     Stopped(StopSignal),
+    /// Three ^C on the console (a terminal in raw mode sends ^C to the guest, not as SIGINT).
+    ConsoleInterrupt,
 }
 
 impl Outcome {
@@ -76,6 +78,7 @@ impl Outcome {
             Outcome::PowerOff | Outcome::Restart => 0,
             Outcome::Crashed(_) | Outcome::Killed(_) => 1,
             Outcome::Stopped(signal) => signal.exit_code(),
+            Outcome::ConsoleInterrupt => StopSignal::Int.exit_code(),
         }
     }
 
@@ -90,6 +93,7 @@ impl Outcome {
             Outcome::Crashed(reason) => Some(format!("guest crashed: {}", one_line(reason))),
             Outcome::Killed(reason) => Some(format!("guest killed: {}", one_line(reason))),
             Outcome::Stopped(signal) => Some(format!("stopped by {}", signal.name())),
+            Outcome::ConsoleInterrupt => Some("stopped by ^C ^C ^C on the console".to_owned()),
         }
     }
 }
@@ -101,72 +105,43 @@ fn reason_text(reason: &[u8]) -> String {
         .to_owned()
 }
 
-/// Where the guest's console output goes. A write error (a closed stdout) is not fatal: the guest
-/// keeps running and its output is dropped from then on, after one warning.
-struct Console<W: Write> {
-    out: W,
-    open: bool,
-}
-
-impl<W: Write> Console<W> {
-    fn write(
+/// What the run loop needs from the guest's devices (src/devices): each record the module returns
+/// is handed to them, and so is every break.
+pub trait Io {
+    /// Early console output (a `CONSOLE` record).
+    fn console(
         &mut self,
-        mut bytes: &[u8],
+        bytes: &[u8],
         warn: &mut dyn Write,
         stop: &dyn Fn() -> Option<StopSignal>,
-    ) {
-        if !self.open {
-            return;
-        }
-        // By hand rather than write_all, which retries EINTR forever: a signal must also get us
-        // out of a write blocked on a full pipe.
-        while !bytes.is_empty() {
-            match self.out.write(bytes) {
-                Ok(0) => return self.close(io::ErrorKind::WriteZero.into(), warn),
-                Ok(n) => bytes = &bytes[n..],
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {
-                    if stop().is_some() {
-                        return;
-                    }
-                }
-                Err(e) => return self.close(e, warn),
-            }
-        }
-        loop {
-            match self.out.flush() {
-                Ok(()) => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {
-                    if stop().is_some() {
-                        return;
-                    }
-                }
-                Err(e) => return self.close(e, warn),
-            }
-        }
-    }
-
-    fn close(&mut self, err: io::Error, warn: &mut dyn Write) {
-        self.open = false;
-        let _ = writeln!(
-            warn,
-            "lguest: cannot write the guest's console output to stdout ({}): dropping it from now on",
-            os_msg(&err)
-        );
-    }
+    );
+    /// A `DMA` record: the guest sent the descriptor at `gpa` to `key`, a key in its private
+    /// memory. Returns false if no device serves `key`. The guest continues at the next `read()`.
+    fn dma(
+        &mut self,
+        dev: &mut dyn LguestDevice,
+        gpa: u64,
+        key: u64,
+        warn: &mut dyn Write,
+        stop: &dyn Fn() -> Option<StopSignal>,
+    ) -> Result<bool, Error>;
+    /// A break (`read()` failed with `EAGAIN`): the waker saw input. Hand it to the guest. `Some`
+    /// stops the launcher (three ^C on a raw terminal).
+    fn service(
+        &mut self,
+        dev: &mut dyn LguestDevice,
+        warn: &mut dyn Write,
+    ) -> Result<Option<Outcome>, Error>;
 }
 
-/// Runs the guest on `device` until it dies or `stop` reports a signal. Console output goes to
-/// `console`, warnings (`lguest: ...` lines) to `warn`.
-pub fn run<D: LguestDevice + ?Sized>(
-    device: &mut D,
-    console: impl Write,
+/// Runs the guest on `device` until it dies or `stop` reports a signal. Records go to `io` (the
+/// devices), warnings (`lguest: ...` lines) to `warn`.
+pub fn run(
+    device: &mut dyn LguestDevice,
+    io: &mut dyn Io,
     warn: &mut dyn Write,
     stop: &dyn Fn() -> Option<StopSignal>,
 ) -> Result<Outcome, Error> {
-    let mut console = Console {
-        out: console,
-        open: true,
-    };
     let mut unserved_keys = HashSet::new();
     let mut buf = vec![0u8; READ_BUFFER];
     loop {
@@ -177,15 +152,21 @@ pub fn run<D: LguestDevice + ?Sized>(
             Ok(len) => len,
             // A signal: the loop head looks at what it was.
             Err(Errno::INTR) => continue,
-            // LHREQ_BREAK in force: nothing (no device thread yet) needs the guest stopped, so
-            // just run it again.
-            Err(Errno::AGAIN) => continue,
+            // LHREQ_BREAK in force: the waker saw input. Service it, then let the waker go.
+            Err(Errno::AGAIN) => {
+                let outcome = io.service(device, warn)?;
+                end_break(device)?;
+                match outcome {
+                    Some(outcome) => return Ok(outcome),
+                    None => continue,
+                }
+            }
             Err(errno) => return Err(Error::DeviceRead(errno)),
         };
         match decode(&buf[..len.min(buf.len())]).map_err(Error::BadRecord)? {
-            Record::Console(bytes) => console.write(bytes, warn, stop),
-            Record::Dma { key, .. } => {
-                if unserved_keys.insert(key) {
+            Record::Console(bytes) => io.console(bytes, warn, stop),
+            Record::Dma { gpa, key } => {
+                if !io.dma(device, gpa, key, warn, stop)? && unserved_keys.insert(key) {
                     let _ = writeln!(
                         warn,
                         "lguest: guest sent DMA to key {key:#x} that no device serves"
@@ -207,18 +188,32 @@ pub fn run<D: LguestDevice + ?Sized>(
     }
 }
 
+/// `LHREQ_BREAK 0`. A guest that died meanwhile (`ENOENT`) is reported by the next `read()`.
+fn end_break(device: &mut dyn LguestDevice) -> Result<(), Error> {
+    match device.break_off() {
+        Ok(()) | Err(Errno::NOENT) => Ok(()),
+        Err(errno) => Err(Error::DeviceRequest {
+            request: "LHREQ_BREAK 0",
+            errno,
+        }),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::device::InitArgs;
+    use crate::devices::console::ConsoleOut;
     use std::cell::Cell;
     use std::collections::VecDeque;
+    use std::io;
 
     /// Plays back a script of read() results.
     struct FakeDevice {
         script: VecDeque<Result<Vec<u8>, Errno>>,
         reads: usize,
         buffer_sizes: Vec<usize>,
+        breaks_off: usize,
     }
 
     impl FakeDevice {
@@ -227,7 +222,62 @@ mod tests {
                 script: script.into(),
                 reads: 0,
                 buffer_sizes: Vec::new(),
+                breaks_off: 0,
             }
+        }
+    }
+
+    /// Devices that only print: console records to `out`; DMA to `served` keys is accepted.
+    struct TestIo<W: Write> {
+        out: ConsoleOut<W>,
+        served: Vec<u64>,
+        dmas: Vec<(u64, u64)>,
+        services: usize,
+        /// What service() returns on its n-th call (1-based); None otherwise.
+        stop_at_service: Option<usize>,
+    }
+
+    impl<W: Write> TestIo<W> {
+        fn new(out: W) -> TestIo<W> {
+            TestIo {
+                out: ConsoleOut::new(out),
+                served: Vec::new(),
+                dmas: Vec::new(),
+                services: 0,
+                stop_at_service: None,
+            }
+        }
+    }
+
+    impl<W: Write> Io for TestIo<W> {
+        fn console(
+            &mut self,
+            bytes: &[u8],
+            warn: &mut dyn Write,
+            stop: &dyn Fn() -> Option<StopSignal>,
+        ) {
+            self.out.write(bytes, warn, stop);
+        }
+
+        fn dma(
+            &mut self,
+            _dev: &mut dyn LguestDevice,
+            gpa: u64,
+            key: u64,
+            _warn: &mut dyn Write,
+            _stop: &dyn Fn() -> Option<StopSignal>,
+        ) -> Result<bool, Error> {
+            self.dmas.push((gpa, key));
+            Ok(self.served.contains(&key))
+        }
+
+        fn service(
+            &mut self,
+            _dev: &mut dyn LguestDevice,
+            _warn: &mut dyn Write,
+        ) -> Result<Option<Outcome>, Error> {
+            self.services += 1;
+            Ok((self.stop_at_service == Some(self.services)).then_some(Outcome::ConsoleInterrupt))
         }
     }
 
@@ -247,6 +297,19 @@ mod tests {
             let n = rec.len().min(buf.len());
             buf[..n].copy_from_slice(&rec[..n]);
             Ok(n)
+        }
+
+        fn get_dma(&mut self, _key: u64) -> Result<u64, Errno> {
+            Err(Errno::NOENT)
+        }
+
+        fn irq(&mut self, _irq: u32) -> Result<(), Errno> {
+            Ok(())
+        }
+
+        fn break_off(&mut self) -> Result<(), Errno> {
+            self.breaks_off += 1;
+            Ok(())
         }
     }
 
@@ -283,7 +346,7 @@ mod tests {
         let mut dev = FakeDevice::new(script);
         let mut out = Vec::new();
         let mut err = Vec::new();
-        let outcome = run(&mut dev, &mut out, &mut err, &never);
+        let outcome = run(&mut dev, &mut TestIo::new(&mut out), &mut err, &never);
         assert!(dev.buffer_sizes.iter().all(|&n| n == READ_BUFFER));
         (outcome, out, String::from_utf8(err).expect("UTF-8"))
     }
@@ -357,7 +420,7 @@ mod tests {
         };
         let mut out = Vec::new();
         let mut err = Vec::new();
-        let outcome = run(&mut dev, &mut out, &mut err, &stop).expect("runs");
+        let outcome = run(&mut dev, &mut TestIo::new(&mut out), &mut err, &stop).expect("runs");
         assert_eq!(outcome, Outcome::Stopped(StopSignal::Int));
         assert_eq!(outcome.exit_code(), 130);
         assert_eq!(outcome.message(false).as_deref(), Some("stopped by SIGINT"));
@@ -388,7 +451,13 @@ mod tests {
             checks.set(checks.get() + 1);
             (checks.get() > 1).then_some(StopSignal::Term)
         };
-        let outcome = run(&mut dev, Vec::new(), &mut Vec::new(), &stop).expect("runs");
+        let outcome = run(
+            &mut dev,
+            &mut TestIo::new(Vec::new()),
+            &mut Vec::new(),
+            &stop,
+        )
+        .expect("runs");
         assert_eq!(outcome, Outcome::Stopped(StopSignal::Term));
     }
 
@@ -493,7 +562,8 @@ mod tests {
         ]);
         let mut pipe = ClosedPipe { attempts: 0 };
         let mut err = Vec::new();
-        let outcome = run(&mut dev, &mut pipe, &mut err, &never).expect("keeps running");
+        let outcome =
+            run(&mut dev, &mut TestIo::new(&mut pipe), &mut err, &never).expect("keeps running");
         assert_eq!(outcome, Outcome::PowerOff);
         assert_eq!(pipe.attempts, 1, "stops writing after the first failure");
         assert_eq!(
@@ -529,7 +599,13 @@ mod tests {
             got: Vec::new(),
         };
         let mut dev = FakeDevice::new(vec![console("abc"), dead(exit::POWEROFF, "")]);
-        let outcome = run(&mut dev, &mut out, &mut Vec::new(), &never).expect("runs");
+        let outcome = run(
+            &mut dev,
+            &mut TestIo::new(&mut out),
+            &mut Vec::new(),
+            &never,
+        )
+        .expect("runs");
         assert_eq!(outcome, Outcome::PowerOff);
         assert_eq!(out.got, b"abc");
 
@@ -544,9 +620,61 @@ mod tests {
             checks.set(checks.get() + 1);
             (checks.get() > 1).then_some(StopSignal::Hup)
         };
-        let outcome = run(&mut dev, &mut out, &mut Vec::new(), &stop).expect("runs");
+        let outcome =
+            run(&mut dev, &mut TestIo::new(&mut out), &mut Vec::new(), &stop).expect("runs");
         assert_eq!(outcome, Outcome::Stopped(StopSignal::Hup));
         assert!(out.got.is_empty());
+    }
+
+    /// EAGAIN is a break: the devices service their input, then BREAK 0 releases the waker.
+    #[test]
+    fn breaks_are_serviced_then_ended() {
+        let mut dev = FakeDevice::new(vec![
+            Err(Errno::AGAIN),
+            console("a"),
+            Err(Errno::AGAIN),
+            Err(Errno::AGAIN),
+            dead(exit::POWEROFF, ""),
+        ]);
+        let mut io = TestIo::new(Vec::new());
+        let outcome = run(&mut dev, &mut io, &mut Vec::new(), &never).expect("runs");
+        assert_eq!(outcome, Outcome::PowerOff);
+        assert_eq!(io.services, 3);
+        assert_eq!(dev.breaks_off, 3);
+    }
+
+    #[test]
+    fn three_ctrl_c_stop_with_130() {
+        let mut dev = FakeDevice::new(vec![Err(Errno::AGAIN), Err(Errno::AGAIN)]);
+        let mut io = TestIo::new(Vec::new());
+        io.stop_at_service = Some(2);
+        let outcome = run(&mut dev, &mut io, &mut Vec::new(), &never).expect("runs");
+        assert_eq!(outcome, Outcome::ConsoleInterrupt);
+        // The waker is released even then.
+        assert_eq!(dev.breaks_off, 2);
+        assert_eq!(outcome.exit_code(), 130);
+        assert_eq!(
+            outcome.message(false).as_deref(),
+            Some("stopped by ^C ^C ^C on the console")
+        );
+    }
+
+    #[test]
+    fn served_dma_is_not_reported() {
+        let mut dev = FakeDevice::new(vec![
+            dma(0x5000, 0x100),
+            dma(0x6000, 0x200),
+            dead(exit::POWEROFF, ""),
+        ]);
+        let mut io = TestIo::new(Vec::new());
+        io.served.push(0x100);
+        let mut err = Vec::new();
+        run(&mut dev, &mut io, &mut err, &never).expect("runs");
+        assert_eq!(io.dmas, [(0x5000, 0x100), (0x6000, 0x200)]);
+        assert_eq!(
+            String::from_utf8(err).expect("utf8"),
+            "lguest: guest sent DMA to key 0x200 that no device serves\n"
+        );
     }
 
     #[test]

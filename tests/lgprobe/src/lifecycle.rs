@@ -105,9 +105,11 @@ extern "C" fn on_usr1(_: libc::c_int) {
 }
 
 /// The owner thread spins in the guest; another thread closes the fd, then signals the owner.
-fn close_from_other_thread() -> Result<(), String> {
+/// Returns whether the close really happened while the owner was inside `read()` (the close can
+/// also win the race, and then the read fails with EBADF: legal, and still a clean teardown).
+fn close_from_other_thread() -> Result<bool, String> {
     let (tx, rx) = std::sync::mpsc::channel();
-    let owner = std::thread::spawn(move || -> Result<(), String> {
+    let owner = std::thread::spawn(move || -> Result<bool, String> {
         let (mem, fd) = start(SPIN)?;
         // SAFETY: pthread_self of this thread, sent to the closer.
         let me = unsafe { libc::pthread_self() };
@@ -120,10 +122,13 @@ fn close_from_other_thread() -> Result<(), String> {
         let r = unsafe { libc::read(raw, buf.as_mut_ptr().cast(), buf.len()) };
         let err = std::io::Error::last_os_error().raw_os_error();
         drop(mem);
-        if r >= 0 || err != Some(libc::EINTR) {
-            return Err(format!("read ended with {r} ({err:?}), want EINTR"));
+        match (r, err) {
+            (-1, Some(libc::EINTR)) => Ok(true),
+            (-1, Some(libc::EBADF)) => Ok(false),
+            _ => Err(format!(
+                "read ended with {r} ({err:?}), want EINTR (or EBADF)"
+            )),
         }
-        Ok(())
     });
     let (thread, raw) = rx
         .recv_timeout(Duration::from_secs(5))
@@ -165,18 +170,34 @@ pub fn run(rep: &mut Report, n: u64) -> Result<(), String> {
         libc::sigaction(libc::SIGUSR1, &sa, std::ptr::null_mut());
     }
     let mut counts = [0u64; 3];
+    let mut during_read = 0u64;
     for i in 0..n {
         let (kind, result) = match i % 10 {
             0..=3 => (0, sigkill_while_running(2000 + (i * 7919) % 20_000)),
-            4..=6 => (1, close_from_other_thread()),
+            4..=6 => (
+                1,
+                close_from_other_thread().map(|in_read| during_read += u64::from(in_read)),
+            ),
             _ => (2, dies_by_itself()),
         };
         counts[kind] += 1;
         rep.quiet(|| format!("lifecycle_{i}"), result);
     }
     rep.note(&format!(
-        "lifecycle: {} killed while running, {} closed from another thread, {} died by themselves",
-        counts[0], counts[1], counts[2]
+        "lifecycle: {} killed while running, {} closed from another thread ({} during read()), \
+         {} died by themselves",
+        counts[0], counts[1], during_read, counts[2]
     ));
+    rep.check(
+        "lifecycle_closes_mostly_during_read",
+        if during_read * 2 >= counts[1] {
+            Ok(())
+        } else {
+            Err(format!(
+                "only {during_read} of {} closes happened during read()",
+                counts[1]
+            ))
+        },
+    );
     Ok(())
 }
