@@ -130,10 +130,12 @@ pub fn send(t: &mut Table, h: &mut dyn DmaHost, key: u64, dma: u64) -> Result<Se
     let (me, handle) = h.me();
     check_key(key, h.memories(handle).0.limit())?;
     let id = h.identify(key).map_err(|_| DmaError::BadKey { key })?;
+    // Checked for every send, including those the launcher will handle: a bad descriptor is the
+    // sender's fault wherever it was going.
+    let src = Dma::fetch(h.memories(handle).0, dma).map_err(DmaError::Bad)?;
     if id == KeyId::Private {
         return Ok(Sent::ToLauncher);
     }
-    let src = Dma::fetch(h.memories(handle).0, dma).map_err(DmaError::Bad)?;
     let set_sender_used = |h: &mut dyn DmaHost, n: u32| {
         h.memories(handle)
             .0
