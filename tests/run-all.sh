@@ -67,7 +67,7 @@ vm() { # vm NAME HARNESS-ARGS...: one harness run; its scenarios count one each
 }
 
 if [ $module_ok = 1 ] && [ $user_ok = 1 ] && [ $guests_ok = 1 ]; then
-    vm vm-matrix ${VMTEST_ARGS:-}
+    vm vm-matrix --parallel 2 ${VMTEST_ARGS:-}
     # AMD and Intel differ for SYSENTER (#UD vs #GP with SYSENTER_CS=0): one Intel cell.
     vm vm-intel --cells "max,vendor=GenuineIntel:1" --scenarios guest-suite,guest-hostile
 else

@@ -2,7 +2,7 @@
 //! initramfs, runs scenarios inside it, and reports them.
 //!
 //! ```text
-//! vmtest test [--cells 'CPU:SMP ...'] [--scenarios all|NAME,...] [--cell-timeout SECS]
+//! vmtest test [--cells 'CPU:SMP ...'] [--scenarios all|NAME,...] [--cell-timeout SECS] [--parallel N]
 //! vmtest run                      # `make run`: the demo, console shown live
 //! vmtest bench [--cells 'CPU:SMP'] [--cell-timeout SECS]   # `make bench` (docs/bench.md)
 //! ```
@@ -31,7 +31,7 @@ const BENCH_CELL: &str = "max:2";
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: vmtest test [--cells 'CPU:SMP ...'] [--scenarios all|NAME,...] [--cell-timeout SECS]\n       vmtest run\n       vmtest bench [--cells 'CPU:SMP'] [--cell-timeout SECS]   (one cell; default {BENCH_CELL})"
+        "usage: vmtest test [--cells 'CPU:SMP ...'] [--scenarios all|NAME,...] [--cell-timeout SECS] [--parallel N]\n       vmtest run\n       vmtest bench [--cells 'CPU:SMP'] [--cell-timeout SECS]   (one cell; default {BENCH_CELL})"
     );
     ExitCode::from(2)
 }
@@ -49,12 +49,17 @@ fn main() -> ExitCode {
     let mut cells = None;
     let mut scenarios = "all".to_string();
     let mut cell_timeout = None;
+    let mut parallel = 1usize;
     let mut it = args.iter().skip(1);
     while let Some(a) = it.next() {
         let val = it.next();
         match (a.as_str(), val) {
             ("--cells", Some(v)) => cells = Some(v.clone()),
             ("--scenarios", Some(v)) => scenarios = v.clone(),
+            ("--parallel", Some(v)) => match v.parse() {
+                Ok(n) => parallel = n,
+                Err(_) => return usage(),
+            },
             ("--cell-timeout", Some(v)) => match v.parse() {
                 Ok(n) => cell_timeout = Some(n),
                 Err(_) => return usage(),
@@ -120,11 +125,36 @@ fn main() -> ExitCode {
                     }
                 }
             }
+            // Cells run `parallel` at a time: most scenarios spend their time sleeping or in
+            // one vCPU, so two VMs share two host cores well. Results print in cell order.
+            let timeout = Duration::from_secs(cell_timeout);
+            let mut outcomes: Vec<Option<std::io::Result<Vec<qemu::ScenarioResult>>>> =
+                (0..parsed.len()).map(|_| None).collect();
+            for (chunk_cells, chunk_out) in parsed
+                .chunks(parallel.max(1))
+                .zip(outcomes.chunks_mut(parallel.max(1)))
+            {
+                std::thread::scope(|sc| {
+                    let handles: Vec<_> = chunk_cells
+                        .iter()
+                        .map(|cell| {
+                            let (cfg, scenarios) = (&cfg, &scenarios);
+                            sc.spawn(move || qemu::run_cell(cfg, cell, scenarios, timeout))
+                        })
+                        .collect();
+                    for (h, out) in handles.into_iter().zip(chunk_out.iter_mut()) {
+                        *out = Some(h.join().unwrap_or_else(|_| {
+                            Err(std::io::Error::other("cell thread panicked"))
+                        }));
+                    }
+                });
+            }
             let mut rep = report::Report::default();
-            for cell in &parsed {
-                match qemu::run_cell(&cfg, cell, &scenarios, Duration::from_secs(cell_timeout)) {
-                    Ok(results) => rep.add_cell(cell, results),
-                    Err(e) => rep.cell_error(cell, &e.to_string()),
+            for (cell, out) in parsed.iter().zip(outcomes) {
+                match out {
+                    Some(Ok(results)) => rep.add_cell(cell, results),
+                    Some(Err(e)) => rep.cell_error(cell, &e.to_string()),
+                    None => rep.cell_error(cell, "not run"),
                 }
             }
             rep.print_summary();
