@@ -156,7 +156,7 @@ impl Device {
         if let Request::Initialize(args) = req {
             return self
                 .initialize(&args, caller, host)
-                .map(|_| WriteOutcome::Return(len));
+                .map(|_| WriteOutcome::Initialized);
         }
         if !self.is_ready() {
             return Err(Errno::EINVAL);
@@ -252,7 +252,9 @@ impl Device {
     /// Should a halted guest waiting for `mask` wake up? (Evaluated by the shim's sleeping loop:
     /// must not sleep or touch user memory.)
     pub fn should_wake(&self, mask: u32) -> bool {
-        self.pending_irqs.load(Ordering::Acquire) & mask != 0 || self.break_requested()
+        self.pending_irqs.load(Ordering::Acquire) & mask != 0
+            || self.break_requested()
+            || self.condemned().is_some()
     }
 
     fn check_reader(&self, caller: u64) -> Result<(), Errno> {
@@ -376,7 +378,7 @@ mod tests {
         assert_eq!(d.write(&w(&[3, 1]), 7, &HOST), Err(Errno::EINVAL));
         assert_eq!(
             d.write(&init_words(), 7, &HOST),
-            Ok(WriteOutcome::Return(56))
+            Ok(WriteOutcome::Initialized)
         );
         assert_eq!(d.write(&init_words(), 7, &HOST), Err(Errno::EBUSY));
         assert_eq!(d.write(&init_words(), 8, &HOST), Err(Errno::EBUSY));
@@ -402,6 +404,21 @@ mod tests {
     }
 
     #[test]
+    fn a_condemned_guest_wakes_from_halt() {
+        let d = Device::new();
+        assert_eq!(
+            d.write(&init_words(), 7, &HOST),
+            Ok(WriteOutcome::Initialized)
+        );
+        assert!(!d.should_wake(0));
+        d.condemn(0x2000);
+        assert!(d.should_wake(0), "its death must not wait for an interrupt");
+        assert_eq!(d.condemned(), Some(0x2000));
+        d.condemn(0x3000);
+        assert_eq!(d.condemned(), Some(0x2000), "the first reason stays");
+    }
+
+    #[test]
     fn refused_init_has_no_side_effects() {
         let d = Device::new();
         let mut bad = init_words();
@@ -410,7 +427,7 @@ mod tests {
         assert!(!d.is_ready());
         assert_eq!(
             d.write(&init_words(), 9, &HOST),
-            Ok(WriteOutcome::Return(56))
+            Ok(WriteOutcome::Initialized)
         );
         assert!(d.will_run(9));
     }

@@ -41,6 +41,29 @@ pub fn run(mode: Mode) -> ! {
         Mode::User => crate::tests::run_user(),
         Mode::Privileged => crate::tests::run_privileged(),
         Mode::Bench => crate::tests::run_bench(),
+        // `kmain` runs the I/O modes directly; here for completeness.
+        Mode::ConsoleEcho
+        | Mode::BlockWritePattern
+        | Mode::BlockReadChecksum
+        | Mode::BlockAckLoop
+        | Mode::BlockEdges
+        | Mode::NetEcho
+        | Mode::NetPing
+        | Mode::NetTcpServer
+        | Mode::NetTcpClient
+        | Mode::NetBcast
+        | Mode::DmaOutsideMemory
+        | Mode::DmaCrossPage
+        | Mode::DmaHugeLen
+        | Mode::DmaZeroLen
+        | Mode::DmaOverlap
+        | Mode::DmaBind33
+        | Mode::DmaIrq32
+        | Mode::DmaBindTop
+        | Mode::DmaStorm
+        | Mode::DmaBindAndDie
+        | Mode::DmaRebindStorm
+        | Mode::DmaRxOutsideMemory => crate::io::run(mode),
         Mode::ShadowThrash
         | Mode::AliasPerms
         | Mode::PteRace

@@ -73,6 +73,16 @@ pub fn ram_top(page: &[u8]) -> u64 {
         .unwrap_or(0)
 }
 
+/// The device region (docs/abi.md §3.4): the first reserved range at or above the end of RAM,
+/// as `[start, end)`. Its first page is the device page.
+pub fn device_area(page: &[u8]) -> Option<(u64, u64)> {
+    let top = ram_top(page);
+    e820(page)
+        .filter(|e| e.kind == zp::E820_RESERVED && e.size != 0 && e.addr >= top)
+        .min_by_key(|e| e.addr)
+        .map(|e| (e.addr, e.end()))
+}
+
 /// The end of the run of RAM (adjacent or overlapping RAM entries) that contains `addr`.
 fn ram_run_end(page: &[u8], addr: u64) -> Option<u64> {
     let mut end = None::<u64>;
@@ -180,6 +190,18 @@ mod tests {
 
         assert_eq!(free_frames(&page_with(&[]), image_end), None);
         assert_eq!(free_frames(&page_with(&[(0, 2 * MIB, 1)]), image_end), None);
+    }
+
+    #[test]
+    fn device_area_is_the_first_reserved_range_above_ram() {
+        let p = page_with(&[
+            (0, 0x9f000, zp::E820_RESERVED),
+            (0, 64 * MIB, 1),
+            (64 * MIB + 0x8000, 0x1000, zp::E820_RESERVED),
+            (64 * MIB, 0x4000, zp::E820_RESERVED),
+        ]);
+        assert_eq!(device_area(&p), Some((64 * MIB, 64 * MIB + 0x4000)));
+        assert_eq!(device_area(&page_with(&[(0, 64 * MIB, 1)])), None);
     }
 
     #[test]

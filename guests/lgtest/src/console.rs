@@ -1,8 +1,8 @@
-//! `println!` over `CONSOLE_WRITE`. Each line is gathered in a buffer on the caller's stack and
+//! `println!` over the console device (`io/console.rs`: `SEND_DMA` to the console page, or
+//! `CONSOLE_WRITE` until the device is found). Each line is gathered in a buffer on the caller's stack and
 //! sent with one hypercall, so lines never interleave even when a trap handler prints while the
 //! interrupted code was half-way through a line of its own.
 
-use crate::hcall;
 use core::fmt;
 
 const LINE: usize = 256;
@@ -22,7 +22,7 @@ impl LineWriter {
 
     fn flush(&mut self) {
         if let Some(line) = self.buf.get(..self.len) {
-            hcall::console_write(line);
+            crate::io::console::write(line);
         }
         self.len = 0;
     }

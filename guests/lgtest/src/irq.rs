@@ -14,8 +14,10 @@ pub const ON: u64 = 0x200;
 
 /// Timer (irq 0) interrupts handled so far.
 static TICKS: AtomicU64 = AtomicU64::new(0);
-/// Any other irqs handled so far (none are expected: there are no devices).
+/// Any other irqs handled so far (device irqs: none are expected in the suites).
 static OTHERS: AtomicU64 = AtomicU64::new(0);
+/// Per-irq counts (device irqs; irq 0 is `TICKS`).
+static COUNTS: [AtomicU64; 32] = [const { AtomicU64::new(0) }; 32];
 
 // Enabling interrupts: store IF, then ask for delivery only if something unblocked is pending.
 // The whole sequence up to and including the `int` is the shared page's noirq range, so the
@@ -84,9 +86,26 @@ pub fn others() -> u64 {
     OTHERS.load(Relaxed)
 }
 
-/// The irq vector's handler (virtual IF off): count what is pending and unblocked, and clear
-/// exactly those bits. `fetch_and` is one locked instruction, so a bit the host sets at an exit
-/// between our read and our write is never lost.
+/// How many times irq `n` was handled.
+pub fn count(n: u32) -> u64 {
+    COUNTS.get(n as usize).map_or(0, |c| c.load(Relaxed))
+}
+
+/// Run `f` with the virtual IF off, then restore it as it was.
+pub fn without<R>(f: impl FnOnce() -> R) -> R {
+    let was = enabled();
+    disable();
+    let r = f();
+    if was {
+        enable();
+    }
+    r
+}
+
+/// The irq vector's handler (virtual IF off): count what is pending and unblocked, clear
+/// exactly those bits, then hand each device irq to its driver (`io::on_irq`). `fetch_and` is one
+/// locked instruction, so a bit the host sets at an exit between our read and our write is never
+/// lost; clearing before the drivers look means an irq raised while they work is not lost either.
 pub fn handle() {
     let pending = shared::irq_pending().load(Relaxed);
     let mine = pending & !shared::irq_blocked().load(Relaxed);
@@ -96,4 +115,13 @@ pub fn handle() {
     }
     OTHERS.fetch_add(u64::from((mine & !timer).count_ones()), Relaxed);
     shared::irq_pending().fetch_and(!mine, Relaxed);
+    let mut devices = mine & !timer & 0xffff_ffff;
+    while devices != 0 {
+        let n = devices.trailing_zeros();
+        devices &= devices - 1;
+        if let Some(c) = COUNTS.get(n as usize) {
+            c.fetch_add(1, Relaxed);
+        }
+        crate::io::on_irq(n);
+    }
 }

@@ -4,9 +4,13 @@
 #![cfg_attr(not(test), no_std)]
 #![deny(unsafe_code)]
 
+pub mod args;
 pub mod bootparams;
+pub mod devices;
+pub mod digest;
 pub mod mode;
 pub mod pagetable;
+pub mod pattern;
 pub mod regions;
 pub mod text;
 pub mod uapi;

@@ -2,11 +2,13 @@
 //! paravirtual: docs/abi.md §2) and either runs a self-checking test suite of the guest ABI
 //! (`lgtest=suite`, the default; `lgtest=user`, processes in ring 3 on a small user space in
 //! `user/`; `lgtest=privileged`, the emulated privileged instructions), performs one hostile
-//! action the host must survive (`lgtest=<mode>`, see `adversary.rs`), or stresses the host in a
-//! way the guest must survive (`stress.rs`).
+//! action the host must survive (`lgtest=<mode>`, see `adversary.rs`), stresses the host in a
+//! way the guest must survive (`stress.rs`), or drives the devices of docs/abi.md §3 (`io/`:
+//! console, block and network drivers with smoltcp on top, and hostile DMA).
 //!
 //! Boot order: `boot.rs` (`_start`: stack, .bss) -> [`kmain`]: `INIT` the shared page (it must be
-//! the first hypercall), read the zero page, set up paging, pick the mode.
+//! the first hypercall), read the zero page, set up paging, find the devices (from then on the
+//! console device carries all output), pick the mode.
 #![no_std]
 #![no_main]
 #![deny(unsafe_op_in_unsafe_fn)]
@@ -19,6 +21,7 @@ mod traps;
 mod adversary;
 mod boot;
 mod hcall;
+mod io;
 mod irq;
 mod paging;
 mod shared;
@@ -54,8 +57,12 @@ extern "C" fn kmain(zero_page_gpa: u64) -> ! {
     };
     paging::init(free, direct_top);
     paging::set_ram_top(bootparams::ram_top(zero_page));
+    // From here on the console device carries println! (CONSOLE_WRITE only until then).
+    io::init(zero_page);
 
-    let name = mode::requested(cmdline(zero_page, direct_top));
+    let cmdline = cmdline(zero_page, direct_top);
+    io::set_cmdline(cmdline);
+    let name = mode::requested(cmdline);
     let name_str = core::str::from_utf8(name).unwrap_or("?");
     let (rs, re) = paging::reserved();
     println!(
@@ -78,6 +85,7 @@ extern "C" fn kmain(zero_page_gpa: u64) -> ! {
         Some(Mode::User) => tests::run_user(),
         Some(Mode::Privileged) => tests::run_privileged(),
         Some(Mode::Bench) => tests::run_bench(),
+        Some(m) if m.is_io() => io::run(m),
         Some(hostile) => adversary::run(hostile),
         None => {
             println!("lgtest: unknown mode '{name_str}'");

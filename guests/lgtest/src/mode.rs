@@ -1,9 +1,11 @@
 //! What the guest was asked to do: `lgtest=<mode>` on the kernel command line.
 //!
 //! `suite` (the default), `user` and `privileged` run self-checking test suites, `bench` prints
-//! the benchmarks `make bench` tabulates against native ones; every other mode
-//! performs one hostile action against the host (`adversary.rs` in the kernel) and is expected to
-//! get the guest killed, except the stress modes (`stress.rs`), which must survive.
+//! the benchmarks `make bench` tabulates against native ones; the I/O modes ([`Mode::is_io`],
+//! `io/` in the kernel) drive the console, block and network devices, or misuse DMA; every other
+//! mode performs one hostile action against the host (`adversary.rs` in the kernel) and is
+//! expected to get the guest killed, except the stress modes (`stress.rs`), which must survive.
+//! I/O modes take `key=value` parameters from the rest of the command line (`args.rs`).
 
 /// The command-line key selecting the mode.
 pub const KEY: &[u8] = b"lgtest=";
@@ -56,10 +58,32 @@ pub enum Mode {
     Idle,
     UserUdAtTop,
     Bench,
+    ConsoleEcho,
+    BlockWritePattern,
+    BlockReadChecksum,
+    BlockAckLoop,
+    BlockEdges,
+    NetEcho,
+    NetPing,
+    NetTcpServer,
+    NetTcpClient,
+    NetBcast,
+    DmaOutsideMemory,
+    DmaCrossPage,
+    DmaHugeLen,
+    DmaZeroLen,
+    DmaOverlap,
+    DmaBind33,
+    DmaIrq32,
+    DmaBindTop,
+    DmaStorm,
+    DmaBindAndDie,
+    DmaRebindStorm,
+    DmaRxOutsideMemory,
 }
 
 impl Mode {
-    pub const ALL: [Mode; 45] = [
+    pub const ALL: [Mode; 67] = [
         Mode::Suite,
         Mode::BadHcallNr,
         Mode::BadHcallNoncanonical,
@@ -105,6 +129,28 @@ impl Mode {
         Mode::Idle,
         Mode::UserUdAtTop,
         Mode::Bench,
+        Mode::ConsoleEcho,
+        Mode::BlockWritePattern,
+        Mode::BlockReadChecksum,
+        Mode::BlockAckLoop,
+        Mode::BlockEdges,
+        Mode::NetEcho,
+        Mode::NetPing,
+        Mode::NetTcpServer,
+        Mode::NetTcpClient,
+        Mode::NetBcast,
+        Mode::DmaOutsideMemory,
+        Mode::DmaCrossPage,
+        Mode::DmaHugeLen,
+        Mode::DmaZeroLen,
+        Mode::DmaOverlap,
+        Mode::DmaBind33,
+        Mode::DmaIrq32,
+        Mode::DmaBindTop,
+        Mode::DmaStorm,
+        Mode::DmaBindAndDie,
+        Mode::DmaRebindStorm,
+        Mode::DmaRxOutsideMemory,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -154,7 +200,58 @@ impl Mode {
             Mode::Idle => "idle",
             Mode::UserUdAtTop => "user-ud-at-top",
             Mode::Bench => "bench",
+            Mode::ConsoleEcho => "console-echo",
+            Mode::BlockWritePattern => "block-write-pattern",
+            Mode::BlockReadChecksum => "block-read-checksum",
+            Mode::BlockAckLoop => "block-ack-loop",
+            Mode::BlockEdges => "block-edges",
+            Mode::NetEcho => "net-echo",
+            Mode::NetPing => "net-ping",
+            Mode::NetTcpServer => "net-tcp-server",
+            Mode::NetTcpClient => "net-tcp-client",
+            Mode::NetBcast => "net-bcast",
+            Mode::DmaOutsideMemory => "dma-outside-memory",
+            Mode::DmaCrossPage => "dma-cross-page",
+            Mode::DmaHugeLen => "dma-huge-len",
+            Mode::DmaZeroLen => "dma-zero-len",
+            Mode::DmaOverlap => "dma-overlap",
+            Mode::DmaBind33 => "dma-bind-33",
+            Mode::DmaIrq32 => "dma-irq-32",
+            Mode::DmaBindTop => "dma-bind-top",
+            Mode::DmaStorm => "dma-storm",
+            Mode::DmaBindAndDie => "dma-bind-and-die",
+            Mode::DmaRebindStorm => "dma-rebind-storm",
+            Mode::DmaRxOutsideMemory => "dma-rx-outside-memory",
         }
+    }
+
+    /// The I/O modes (`io/` in the kernel): they drive the devices of docs/abi.md §3.
+    pub const fn is_io(self) -> bool {
+        matches!(
+            self,
+            Mode::ConsoleEcho
+                | Mode::BlockWritePattern
+                | Mode::BlockReadChecksum
+                | Mode::BlockAckLoop
+                | Mode::BlockEdges
+                | Mode::NetEcho
+                | Mode::NetPing
+                | Mode::NetTcpServer
+                | Mode::NetTcpClient
+                | Mode::NetBcast
+                | Mode::DmaOutsideMemory
+                | Mode::DmaCrossPage
+                | Mode::DmaHugeLen
+                | Mode::DmaZeroLen
+                | Mode::DmaOverlap
+                | Mode::DmaBind33
+                | Mode::DmaIrq32
+                | Mode::DmaBindTop
+                | Mode::DmaStorm
+                | Mode::DmaBindAndDie
+                | Mode::DmaRebindStorm
+                | Mode::DmaRxOutsideMemory
+        )
     }
 
     pub fn from_name(name: &[u8]) -> Option<Mode> {

@@ -62,7 +62,7 @@ fn write(k: &mut Kernel, cur: usize, buf: u64, len: u64) -> u64 {
         if mm::copy_from_user(p.pml4, &p.regions, buf + done, dst).is_err() {
             return err(errno::EFAULT);
         }
-        hcall::console_write(dst);
+        crate::io::console::write(dst);
         done += n;
     }
     len

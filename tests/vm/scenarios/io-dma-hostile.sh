@@ -1,0 +1,136 @@
+# Hostile DMA (docs/abi.md §3): bad descriptors and bindings kill only the guest that made them,
+# with a reason naming the problem; edge cases that are legal are survived. Then guests misbehave
+# against live peers on a --sharenet: one binds receive buffers and crashes while a peer storms
+# it, a storm hits a guest running smoltcp (which must still answer pings afterwards), a guest
+# rebinds its buffers under a storm, and one whose receive buffers point outside its memory is
+# killed by the first delivery while the sender carries on. The host stays clean.
+# timeout: 400
+. /scenarios/lib.sh
+load_lg
+base_tables=$(cat /sys/module/lg/parameters/table_pages)
+fails=0
+ran=0
+# mode | launcher exit status | texts the output must contain (separated by ' && ') | lguest args
+cat > /tmp/table <<'TABLE'
+dma-outside-memory|1|guest killed: SEND_DMA: DMA section 0 (16 bytes at 0x10000000000) leaves guest memory or crosses a page boundary|
+dma-cross-page|1|guest killed: SEND_DMA: DMA section 0 (200 bytes at 0x|
+dma-huge-len|1|guest killed: SEND_DMA: DMA section 0 (65535 bytes at 0x|
+dma-irq-32|1|guest killed: BIND_DMA: BIND_DMA irq 32 is not in 0..=31|
+dma-zero-len|0|dma-zero-len: used_len 0 (console), 0 (unserved key), 0 (list ended early) && ok: survived dma-zero-len|
+dma-overlap|0|dma-overlap: 01234567890123456789abcdefghijklmnopqrstuvwxyz && block write of overlapping sections: result 1 used 1024 && ok: survived dma-overlap|--block=/tmp/overlap.img
+dma-bind-33|0|dma-bind-33: 32 bindings accepted, refused at bind 33 && ok: survived dma-bind-33|
+dma-bind-top|0|ok: survived dma-bind-top|
+TABLE
+dd if=/dev/zero of=/tmp/overlap.img bs=1024 count=64 2>/dev/null
+while IFS='|' read -r mode want texts args; do
+    [ -n "$mode" ] || continue
+    ran=$((ran + 1))
+    # shellcheck disable=SC2086
+    timeout -s KILL 60 lguest 32m /lg/lgtest $args lgtest="$mode" < /dev/null > /tmp/o 2>&1
+    rc=$?
+    good=1
+    [ "$rc" = "$want" ] || good=0
+    rest="$texts"
+    while [ -n "$rest" ]; do
+        text=${rest%% && *}
+        [ "$text" = "$rest" ] && rest= || rest=${rest#* && }
+        grep -qF -- "$text" /tmp/o || good=0
+    done
+    if [ $good = 1 ]; then
+        echo "ok - $mode: exit $rc: $(tail -1 /tmp/o)"
+        grep "^$mode: " /tmp/o | sed 's/^/    /'
+    else
+        echo "not ok - $mode: exit $rc (want $want), want '$texts', got:"
+        sed 's/^/    /' /tmp/o | tail -8
+        fails=$((fails + 1))
+    fi
+done < /tmp/table
+rows=$(grep -c '|' /tmp/table)
+[ "$ran" = "$rows" ] || fail "only $ran of $rows hostile DMA modes ran"
+# The overlapping block write really wrote 512 bytes of the text, then 512 from 256 bytes on.
+head -c 13 /tmp/overlap.img | grep -q '^dma-overlap: $' || fail "the overlapping block write did not land"
+
+# Against live peers on a sharenet.
+lan=/tmp/lan-hostile
+rm -f $lan
+wait_for() { # FILE TEXT SECONDS
+    i=0
+    while ! grep -q "$2" "$1" 2>/dev/null; do
+        usleep 100000
+        i=$((i + 1))
+        [ $i -lt $(($3 * 10)) ] || return 1
+    done
+}
+# Every guest started in the background: a failure kills them all (lg.ko must unload).
+bg=
+die() {
+    for p in $bg; do kill -9 "$p" 2>/dev/null; done
+    fail "$@"
+}
+# guest NAME MODE ARGS...: in the background, output in /tmp/NAME, pid in $pid_NAME.
+guest() {
+    name=$1
+    shift
+    timeout -s KILL 90 lguest 32m /lg/lgtest --sharenet=$lan "$@" < /dev/null > /tmp/$name 2>&1 &
+    eval pid_$name=\$!
+    bg="$bg $!"
+}
+# expect NAME EXIT TEXT: wait for guest NAME; it must exit with EXIT and print TEXT.
+expect() {
+    eval wait \$pid_$1
+    rc=$?
+    if [ $rc = "$2" ] && grep -qF -- "$3" /tmp/$1; then
+        echo "ok - $1: exit $rc: $(grep -F -- "$3" /tmp/$1 | tail -1)"
+    else
+        echo "not ok - $1: exit $rc (want $2), want '$3', got:"
+        sed 's/^/    /' /tmp/$1 | tail -8
+        fails=$((fails + 1))
+    fi
+}
+
+# 1. A guest binds its receive buffers and crashes while a peer storms it.
+guest dier lgtest=dma-bind-and-die
+wait_for /tmp/dier 'waiting for a frame' 30 || { cat /tmp/dier; die "dma-bind-and-die did not come up"; }
+guest storm1 lgtest=dma-storm peer=any
+expect dier 1 'guest crashed: dma-bind-and-die: crashing with receive buffers bound'
+grep -q '^dma-bind-and-die: a frame arrived' /tmp/dier || {
+    echo "not ok - dma-bind-and-die died before any frame arrived"
+    fails=$((fails + 1))
+}
+expect storm1 0 'ok: survived dma-storm'
+grep '^dma-storm:' /tmp/storm1
+
+# 2. A storm against a guest running smoltcp, which still answers pings afterwards.
+guest echo lgtest=net-echo ip=10.0.1.1/24
+wait_for /tmp/echo '^net: echo on' 30 || { cat /tmp/echo; die "net-echo did not come up"; }
+guest storm2 lgtest=dma-storm peer=any
+expect storm2 0 'ok: survived dma-storm'
+grep '^dma-storm:' /tmp/storm2
+guest pinger lgtest=net-ping ip=10.0.1.2/24 peer=10.0.1.1 count=3
+expect pinger 0 'net: 3/3 replies'
+kill $pid_echo
+wait $pid_echo
+grep -q 'FAIL\|PANIC\|UNEXPECTED\|guest killed' /tmp/echo && { cat /tmp/echo; die "net-echo did not survive the storm"; }
+
+# 3. A guest rebinds and rewrites its receive buffers while a peer storms it.
+guest rebind lgtest=dma-rebind-storm
+wait_for /tmp/rebind 'rebinding at slot' 30 || { cat /tmp/rebind; die "dma-rebind-storm did not come up"; }
+guest storm3 lgtest=dma-storm peer=any
+expect rebind 0 'ok: survived dma-rebind-storm'
+expect storm3 0 'ok: survived dma-storm'
+grep '^dma-rebind-storm:' /tmp/rebind
+
+# 4. Receive buffers outside guest memory: the first delivery kills their owner, not the sender.
+guest badrx lgtest=dma-rx-outside-memory
+wait_for /tmp/badrx 'waiting for a sender' 30 || { cat /tmp/badrx; die "dma-rx-outside-memory did not come up"; }
+guest storm4 lgtest=dma-storm peer=any
+expect badrx 1 "guest killed: another guest found this guest's DMA receive buffer at 0x10000000000 invalid"
+expect storm4 0 'ok: survived dma-storm'
+
+pinned=$(cat /sys/module/lg/parameters/pinned_pages)
+tables=$(cat /sys/module/lg/parameters/table_pages)
+echo "after all guests: pinned pages $pinned, page-table pages $tables (switcher's own: $base_tables)"
+[ "$pinned" = 0 ] || die "$pinned guest pages still pinned"
+[ "$tables" = "$base_tables" ] || die "shadow page tables leaked: $tables, want $base_tables"
+[ $fails = 0 ] || die "$fails hostile DMA guests were not handled as expected"
+unload_lg
