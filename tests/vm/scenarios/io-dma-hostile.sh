@@ -127,6 +127,13 @@ guest storm4 lgtest=dma-storm peer=any
 expect badrx 1 "guest killed: another guest found this guest's DMA receive buffer at 0x10000000000 invalid"
 expect storm4 0 'ok: survived dma-storm'
 
+# 5. The same while the broken receiver sleeps in HALT: its death must wake it.
+guest badrx2 lgtest=dma-rx-outside-memory wait=halt
+wait_for /tmp/badrx2 'waiting for a sender' 30 || { cat /tmp/badrx2; die "dma-rx-outside-memory wait=halt did not come up"; }
+guest storm5 lgtest=dma-storm peer=any
+expect badrx2 1 "guest killed: another guest found this guest's DMA receive buffer at 0x10000000000 invalid"
+expect storm5 0 'ok: survived dma-storm'
+
 pinned=$(cat /sys/module/lg/parameters/pinned_pages)
 tables=$(cat /sys/module/lg/parameters/table_pages)
 echo "after all guests: pinned pages $pinned, page-table pages $tables (switcher's own: $base_tables)"
