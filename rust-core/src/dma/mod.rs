@@ -325,4 +325,6 @@ pub fn entry_index(b: &Binding, gpa: u64) -> u16 {
 }
 
 #[cfg(test)]
+pub(crate) mod fuzz_model;
+#[cfg(test)]
 mod tests;
