@@ -1,6 +1,13 @@
 //! The DMA engine inside the kernel: the global binding table under the shim's mutex, and
 //! `lg_core::dma::engine::DmaHost` over the launcher's memory (the current task's, by
 //! `copy_{from,to}_user`) and other guests' memory (their launchers', by `access_process_vm`).
+//!
+//! Lock order: the global DMA mutex first, then — taken and dropped inside the copies — the
+//! sender's mmap lock (page faults of `copy_{from,to}_user`, `dma_identify`) and the receiver's
+//! (`access_process_vm`). Nothing takes the DMA mutex while holding an mmap lock, and no guest path
+//! holds one guest's lock while waiting for another's, so two guests sending to each other at the
+//! same time cannot deadlock: the mutex orders them. A binding is removed under the mutex before its
+//! guest's file is freed, so a receiver found in the table stays valid for the whole send.
 
 use core::cell::UnsafeCell;
 use core::ffi::c_void;
