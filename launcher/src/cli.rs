@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use clap::builder::Arg;
 use clap::error::{ContextKind, ContextValue, ErrorKind};
 use clap::{Command, CommandFactory, FromArgMatches, Parser};
-use lg_core::abi::{MAX_GUEST_PAGES, PAGE_SIZE};
+use lg_core::abi::{dev, MAX_GUEST_PAGES, PAGE_SIZE};
 
 use crate::error::{BridgeNameProblem, Error, MemSizeProblem, Quoted, Role};
 
@@ -29,9 +29,10 @@ pub const MIN_MEM_BYTES: u64 = 2 * MIB;
 pub const DEVICE_RESERVE_BYTES: u64 = MIB;
 /// Largest guest RAM we accept: the ABI's limit less [`DEVICE_RESERVE_BYTES`].
 pub const MAX_MEM_BYTES: u64 = MAX_GUEST_PAGES * PAGE_SIZE - DEVICE_RESERVE_BYTES;
-/// Devices the device page describes; the console always takes one of them.
-pub const MAX_DEVICES: usize = 16;
-const _: () = assert!((1 + MAX_DEVICES as u64) * PAGE_SIZE <= DEVICE_RESERVE_BYTES);
+/// Devices the command line may ask for: the console takes the last place in the device page.
+pub const MAX_DEVICES: usize = dev::MAX_DEVICES - 1;
+// The device page and a page per device, the console's included.
+const _: () = assert!((1 + dev::MAX_DEVICES as u64) * PAGE_SIZE <= DEVICE_RESERVE_BYTES);
 
 /// Linux's IFNAMSIZ minus the terminating NUL.
 const MAX_IFNAME_BYTES: usize = 15;
@@ -131,7 +132,7 @@ pub struct Config {
     pub mem_bytes: u64,
     pub kernel: PathBuf,
     /// The device options in command-line order, which is the guest's device order (the console,
-    /// which needs no option, comes last). At most `MAX_DEVICES - 1`, at most one tunnet.
+    /// which needs no option, comes last). At most `MAX_DEVICES`, at most one tunnet.
     pub devices: Vec<DeviceSpec>,
     pub initrd: Option<PathBuf>,
     /// The guest's kernel command line.
@@ -298,7 +299,7 @@ where
     }
     ordered.sort_by_key(|(at, _)| *at);
     let devices: Vec<DeviceSpec> = ordered.into_iter().map(|(_, d)| d).collect();
-    if devices.len() >= MAX_DEVICES {
+    if devices.len() > MAX_DEVICES {
         return Err(Error::TooManyDevices {
             count: devices.len(),
         });

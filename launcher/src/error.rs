@@ -581,8 +581,8 @@ impl fmt::Display for Error {
                 f,
                 "too many devices: {count} given, at most {} (the console takes the {}th place \
                  in the device page)",
-                crate::cli::MAX_DEVICES - 1,
-                crate::cli::MAX_DEVICES
+                crate::cli::MAX_DEVICES,
+                crate::cli::MAX_DEVICES + 1
             ),
             Usage(msg) => write!(f, "{} ({TRY_HELP})", Quoted::bare(OsStr::new(msg))),
             CannotOpen { role, path, err } => {
@@ -758,7 +758,7 @@ impl fmt::Display for Error {
                 f,
                 "sharenet file {} is full: all {} guest slots are taken by running launchers",
                 qp(path),
-                crate::devices::net::SLOTS - 1
+                abi::dev::net::SLOTS - 1
             ),
             SharenetLock { path, err } => write!(
                 f,

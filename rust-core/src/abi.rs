@@ -382,3 +382,152 @@ pub mod irq {
     /// The one-shot clock event.
     pub const TIMER: u64 = 0;
 }
+
+// ------------------------------------------------------------------------------------------------
+// Devices (docs/abi.md §3.4): the device page and the layouts of each device's area.
+// ------------------------------------------------------------------------------------------------
+
+pub mod dev {
+    use super::PAGE_SIZE;
+
+    /// Descriptors the device page holds, and the size of each.
+    pub const MAX_DEVICES: usize = 16;
+    pub const DESC_SIZE: usize = 24;
+    /// Offset of `status` in a descriptor (the one field the guest writes).
+    pub const STATUS_OFFSET: u64 = 4;
+    static_assertions::const_assert!(MAX_DEVICES * DESC_SIZE <= PAGE_SIZE as usize);
+
+    /// Device types (a descriptor's `type`).
+    pub mod kind {
+        pub const NONE: u16 = 0;
+        pub const CONSOLE: u16 = 1;
+        pub const NET: u16 = 2;
+        pub const BLOCK: u16 = 3;
+
+        pub const fn name(kind: u16) -> &'static str {
+            match kind {
+                CONSOLE => "console",
+                NET => "net",
+                BLOCK => "block",
+                _ => "unknown",
+            }
+        }
+    }
+
+    /// `status` bits, written by the guest.
+    pub mod status {
+        pub const ACKNOWLEDGE: u16 = 1;
+        pub const DRIVER: u16 = 2;
+        pub const DRIVER_OK: u16 = 4;
+        pub const FAILED: u16 = 128;
+        /// A driver took the device and it works.
+        pub const READY: u16 = ACKNOWLEDGE | DRIVER | DRIVER_OK;
+    }
+
+    /// One descriptor of the device page.
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct Descriptor {
+        pub kind: u16,
+        pub features: u16,
+        pub status: u16,
+        pub num_pages: u16,
+        pub irq: u32,
+        pub pfn: u64,
+    }
+
+    impl Descriptor {
+        pub fn to_bytes(self) -> [u8; DESC_SIZE] {
+            let mut b = [0u8; DESC_SIZE];
+            let fields: [(usize, &[u8]); 6] = [
+                (0, &self.kind.to_le_bytes()),
+                (2, &self.features.to_le_bytes()),
+                (4, &self.status.to_le_bytes()),
+                (6, &self.num_pages.to_le_bytes()),
+                (8, &self.irq.to_le_bytes()),
+                (16, &self.pfn.to_le_bytes()),
+            ];
+            for (off, bytes) in fields {
+                if let Some(dst) = b.get_mut(off..off + bytes.len()) {
+                    dst.copy_from_slice(bytes);
+                }
+            }
+            b
+        }
+
+        /// Parse one descriptor (a short slice reads as zeros).
+        pub fn parse(b: &[u8]) -> Descriptor {
+            let le = |o: usize, n: usize| -> u64 {
+                b.iter()
+                    .skip(o)
+                    .take(n)
+                    .enumerate()
+                    .fold(0, |v, (i, x)| v | u64::from(*x) << (8 * i))
+            };
+            Descriptor {
+                kind: le(0, 2) as u16,
+                features: le(2, 2) as u16,
+                status: le(4, 2) as u16,
+                num_pages: le(6, 2) as u16,
+                irq: le(8, 4) as u32,
+                pfn: le(16, 8),
+            }
+        }
+
+        /// Guest-physical address of the device's area.
+        pub fn area(&self) -> u64 {
+            self.pfn.wrapping_mul(PAGE_SIZE)
+        }
+    }
+
+    /// The console's page: output is sent to the page itself, input buffers are bound beside it.
+    pub mod console {
+        /// Where the guest binds its input buffers: the console page + 8.
+        pub const INPUT_OFFSET: u64 = 8;
+    }
+
+    /// The block device's page: a request and the device's size.
+    pub mod block {
+        pub const SECTOR: u64 = 512;
+        /// Request types.
+        pub const READ: u32 = 0;
+        pub const WRITE: u32 = 1;
+        pub const FLUSH: u32 = 2;
+        /// `result` values (the guest sets 0 when it makes a request).
+        pub const PENDING: u32 = 0;
+        pub const DONE: u32 = 1;
+        pub const FAILED: u32 = 2;
+        /// Field offsets.
+        pub const OFF_TYPE: u64 = 0;
+        pub const OFF_RESULT: u64 = 4;
+        pub const OFF_SECTOR: u64 = 8;
+        pub const OFF_BYTES: u64 = 16;
+        pub const OFF_NUM_SECTORS: u64 = 24;
+        /// Bytes of the request the guest fills (type, result, sector, bytes, reserved).
+        pub const REQUEST_SIZE: usize = 24;
+    }
+
+    /// The network device's page: one slot per guest on the LAN.
+    pub mod net {
+        /// Slots of 8 bytes: `mac[6], flags, reserved`.
+        pub const SLOTS: u64 = 512;
+        pub const SLOT_SIZE: u64 = 8;
+        /// `features & SLOT_MASK`: this guest's slot.
+        pub const SLOT_MASK: u16 = 0x1ff;
+        /// `features` bit: no checksums needed (a shared LAN: frames never leave the host).
+        pub const NOCSUM: u16 = 0x4000;
+        /// Slot flag: promiscuous (receives every frame).
+        pub const PROMISC: u8 = 1;
+        /// The TAP device's slot, and the guest's slot beside a TAP.
+        pub const HOST_SLOT: u16 = 0;
+        pub const TAP_GUEST_SLOT: u16 = 1;
+        /// Ethernet frame sizes the drivers exchange (no FCS).
+        pub const FRAME_MIN: usize = 14;
+        pub const FRAME_MAX: usize = 1514;
+        static_assertions::const_assert!(SLOTS * SLOT_SIZE == super::PAGE_SIZE);
+
+        /// The key of `slot` on the network page at `page`: where that interface receives.
+        pub const fn slot_key(page: u64, slot: u16) -> u64 {
+            page + SLOT_SIZE * slot as u64
+        }
+    }
+}

@@ -1,118 +1,30 @@
-//! The device page (docs/abi.md §3.4) and the network page's slots, as pure data: what the
-//! kernel's drivers (`src/io/`) read out of guest memory is parsed and decided here, so the
+//! What the guest decides about its devices, as pure data: the layouts of the device page and of
+//! the devices' pages are the ABI's (`lg_core::abi::dev`); whether a descriptor is usable, the
+//! network slots' MACs and routing, and DMA sections are parsed and decided here, so the
 //! arithmetic can be unit-tested on the host.
 
+use lg_core::abi::dev::net::PROMISC;
+use lg_core::abi::dev::{kind, Descriptor};
 use lg_core::abi::PAGE_SIZE;
+use lg_core::dma::{MAX_IRQ, MAX_SECTIONS};
 
-/// Descriptors the device page holds, 24 bytes each.
-pub const MAX_DEVICES: usize = 16;
-pub const DESC_SIZE: usize = 24;
-/// Offset of `status` in a descriptor (the one field the guest writes).
-pub const STATUS_OFFSET: u64 = 4;
-
-/// Device types (`type`).
-pub mod kind {
-    pub const NONE: u16 = 0;
-    pub const CONSOLE: u16 = 1;
-    pub const NET: u16 = 2;
-    pub const BLOCK: u16 = 3;
-
-    pub const fn name(kind: u16) -> &'static str {
-        match kind {
-            CONSOLE => "console",
-            NET => "net",
-            BLOCK => "block",
-            _ => "unknown",
-        }
-    }
-}
-
-/// `status` bits, set by the guest.
-pub mod status {
-    pub const ACKNOWLEDGE: u16 = 1;
-    pub const DRIVER: u16 = 2;
-    pub const DRIVER_OK: u16 = 4;
-    pub const FAILED: u16 = 128;
-    /// A driver took the device and it works.
-    pub const READY: u16 = ACKNOWLEDGE | DRIVER | DRIVER_OK;
-}
-
-/// One descriptor of the device page.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Descriptor {
-    pub kind: u16,
-    pub features: u16,
-    pub status: u16,
-    pub num_pages: u16,
-    pub irq: u32,
-    pub pfn: u64,
-}
-
-impl Descriptor {
-    /// Parse one 24-byte descriptor (a short slice reads as zeros).
-    pub fn parse(b: &[u8]) -> Descriptor {
-        let u16_at = |o: usize| {
-            b.get(o..o + 2)
-                .and_then(|s| s.try_into().ok())
-                .map_or(0, u16::from_le_bytes)
-        };
-        let u32_at = |o: usize| {
-            b.get(o..o + 4)
-                .and_then(|s| s.try_into().ok())
-                .map_or(0, u32::from_le_bytes)
-        };
-        let u64_at = |o: usize| {
-            b.get(o..o + 8)
-                .and_then(|s| s.try_into().ok())
-                .map_or(0, u64::from_le_bytes)
-        };
-        Descriptor {
-            kind: u16_at(0),
-            features: u16_at(2),
-            status: u16_at(4),
-            num_pages: u16_at(6),
-            irq: u32_at(8),
-            pfn: u64_at(16),
-        }
-    }
-
-    /// Guest-physical address of the device's area.
-    pub fn area(&self) -> u64 {
-        self.pfn.wrapping_mul(PAGE_SIZE)
-    }
-
-    /// Is the descriptor usable: a known type, an irq a binding may use (1..=31), and an area
-    /// inside `[lo, hi)` (the device region after the device page)?
-    pub fn usable(&self, lo: u64, hi: u64) -> bool {
-        let pages = u64::from(self.num_pages.max(1));
-        let end = self
-            .pfn
-            .checked_add(pages)
-            .and_then(|p| p.checked_mul(PAGE_SIZE));
-        matches!(self.kind, kind::CONSOLE | kind::NET | kind::BLOCK)
-            && (1..=31).contains(&self.irq)
-            && self.area() >= lo
-            && end.is_some_and(|e| e <= hi)
-    }
+/// Is the descriptor usable: a known type, an irq a binding may use (1..=31), and an area inside
+/// `[lo, hi)` (the device region after the device page)?
+pub fn usable(d: &Descriptor, lo: u64, hi: u64) -> bool {
+    let pages = u64::from(d.num_pages.max(1));
+    let end = d
+        .pfn
+        .checked_add(pages)
+        .and_then(|p| p.checked_mul(PAGE_SIZE));
+    matches!(d.kind, kind::CONSOLE | kind::NET | kind::BLOCK)
+        && (1..=MAX_IRQ).contains(&u64::from(d.irq))
+        && d.area() >= lo
+        && end.is_some_and(|e| e <= hi)
 }
 
 // ------------------------------------------------------------------------------------------------
 // Network pages.
 // ------------------------------------------------------------------------------------------------
-
-/// Slots in a network page, 8 bytes each: `mac[6], flags, reserved`.
-pub const NET_SLOTS: u16 = 512;
-pub const SLOT_SIZE: u64 = 8;
-/// `features & SLOT_MASK`: this guest's slot.
-pub const SLOT_MASK: u16 = 0x1ff;
-/// `features` bit: no checksums needed (a sharenet: frames never leave the host).
-pub const NOCSUM: u16 = 0x4000;
-/// Slot flag: promiscuous (receives every frame).
-pub const PROMISC: u8 = 1;
-/// Receive buffer size and the largest frame (Ethernet without FCS).
-pub const FRAME_MAX: usize = 1514;
-/// The smallest frame worth passing up: an Ethernet header.
-pub const FRAME_MIN: usize = 14;
 
 /// The MAC a guest uses: `02:00` then its guest id, big-endian, in the last four bytes.
 pub fn mac_for(guest_id: u64) -> [u8; 6] {
@@ -152,9 +64,6 @@ pub fn mac_text(mac: &[u8; 6]) -> [u8; 17] {
 // DMA sections.
 // ------------------------------------------------------------------------------------------------
 
-/// Sections a `struct lguest_dma` holds.
-pub const MAX_SECTIONS: usize = 16;
-
 /// Split the guest-physical range `[gpa, gpa + len)` into sections that each stay inside one
 /// page (what the host requires). `None` if it needs more than [`MAX_SECTIONS`].
 pub fn page_sections(gpa: u64, len: usize) -> Option<([(u64, u16); MAX_SECTIONS], usize)> {
@@ -175,6 +84,7 @@ pub fn page_sections(gpa: u64, len: usize) -> Option<([(u64, u16); MAX_SECTIONS]
 #[cfg(test)]
 mod tests {
     use super::*;
+    use lg_core::abi::dev::net::{NOCSUM, SLOT_MASK};
 
     #[test]
     fn parses_descriptors() {
@@ -197,9 +107,9 @@ mod tests {
             }
         );
         assert_eq!(d.area(), 0x400_2000);
-        assert!(d.usable(0x400_1000, 0x400_4000));
-        assert!(!d.usable(0x400_3000, 0x400_4000), "area below the region");
-        assert!(!d.usable(0x400_1000, 0x400_2800), "area past the region");
+        assert!(usable(&d, 0x400_1000, 0x400_4000));
+        assert!(!usable(&d, 0x400_3000, 0x400_4000), "area below the region");
+        assert!(!usable(&d, 0x400_1000, 0x400_2800), "area past the region");
         assert_eq!(d.features & SLOT_MASK, 3);
         assert_eq!(
             Descriptor::parse(&b[..10]).pfn,
@@ -208,12 +118,12 @@ mod tests {
         );
         let mut bad = d;
         bad.irq = 32;
-        assert!(!bad.usable(0, u64::MAX));
+        assert!(!usable(&bad, 0, u64::MAX));
         bad.irq = 0;
-        assert!(!bad.usable(0, u64::MAX));
+        assert!(!usable(&bad, 0, u64::MAX));
         let mut huge = d;
         huge.pfn = u64::MAX;
-        assert!(!huge.usable(0, u64::MAX), "overflowing area");
+        assert!(!usable(&huge, 0, u64::MAX), "overflowing area");
     }
 
     #[test]

@@ -17,7 +17,8 @@ static TICKS: AtomicU64 = AtomicU64::new(0);
 /// Any other irqs handled so far (device irqs: none are expected in the suites).
 static OTHERS: AtomicU64 = AtomicU64::new(0);
 /// Per-irq counts (device irqs; irq 0 is `TICKS`).
-static COUNTS: [AtomicU64; 32] = [const { AtomicU64::new(0) }; 32];
+static COUNTS: [AtomicU64; abi::NR_IRQS as usize] =
+    [const { AtomicU64::new(0) }; abi::NR_IRQS as usize];
 
 // Enabling interrupts: store IF, then ask for delivery only if something unblocked is pending.
 // The whole sequence up to and including the `int` is the shared page's noirq range, so the

@@ -6,7 +6,7 @@
 //! - TCP: a byte stream from a xorshift generator, the same for any chunking, so sender and
 //!   receiver need not agree on anything but the length.
 
-pub const SECTOR: usize = 512;
+pub const SECTOR: usize = lg_core::abi::dev::block::SECTOR as usize;
 const WORDS_PER_SECTOR: u64 = (SECTOR / 8) as u64;
 
 /// Word `j` (0..64) of sector `sector`.

@@ -28,26 +28,15 @@ use std::path::{Path, PathBuf};
 use super::{claim, gather, raise, scatter, set_used, Problem};
 use crate::device::LguestDevice;
 use crate::error::{os_msg, Error, Quoted, Role};
+use lg_core::abi::dev::block::{
+    DONE, FAILED, FLUSH, OFF_BYTES, OFF_NUM_SECTORS, OFF_RESULT, OFF_SECTOR, OFF_TYPE, READ,
+    REQUEST_SIZE, SECTOR, WRITE,
+};
 use lg_core::abi::PAGE_SIZE;
 use lg_core::dma::{Dma, GuestMem, MemFault, MAX_SECTIONS};
 
-pub const SECTOR: u64 = 512;
 /// The largest request: what one descriptor's sections can hold.
 pub const MAX_BYTES: u32 = (MAX_SECTIONS as u64 * PAGE_SIZE) as u32;
-
-/// Request types.
-pub const READ: u32 = 0;
-pub const WRITE: u32 = 1;
-pub const FLUSH: u32 = 2;
-/// `result` values.
-pub const DONE: u32 = 1;
-pub const FAILED: u32 = 2;
-
-/// Offsets in the device's page.
-pub const OFF_RESULT: u64 = 4;
-pub const OFF_NUM_SECTORS: u64 = 24;
-/// Bytes of the request the guest fills (type, result, sector, bytes, reserved).
-pub const REQUEST_SIZE: usize = 24;
 
 /// A checked request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -94,12 +83,16 @@ impl std::fmt::Display for BadRequest {
 /// Checks the request in the first [`REQUEST_SIZE`] bytes of the page against a device of
 /// `num_sectors` sectors.
 pub fn parse_request(raw: &[u8; REQUEST_SIZE], num_sectors: u64) -> Result<Op, BadRequest> {
-    let u32_at = |at: usize| u32::from_le_bytes([raw[at], raw[at + 1], raw[at + 2], raw[at + 3]]);
-    let kind = u32_at(0);
+    let u32_at = |off: u64| {
+        let at = off as usize;
+        u32::from_le_bytes([raw[at], raw[at + 1], raw[at + 2], raw[at + 3]])
+    };
+    let kind = u32_at(OFF_TYPE);
     let mut sector_bytes = [0u8; 8];
-    sector_bytes.copy_from_slice(&raw[8..16]);
+    let at = OFF_SECTOR as usize;
+    sector_bytes.copy_from_slice(&raw[at..at + 8]);
     let sector = u64::from_le_bytes(sector_bytes);
-    let bytes = u32_at(16);
+    let bytes = u32_at(OFF_BYTES);
     if kind == FLUSH {
         return Ok(Op::Flush);
     }

@@ -28,11 +28,10 @@ use super::{claim, gather, raise, read_u32, scatter, set_used, Problem};
 use crate::device::LguestDevice;
 use crate::error::{os_msg, Error};
 use crate::signals::StopSignal;
+use lg_core::abi::dev::console::INPUT_OFFSET;
 use lg_core::abi::NR_IRQS;
 use lg_core::dma::{Dma, GuestMem};
 
-/// Where the guest binds its input buffers: its page + 8.
-pub const INPUT_OFFSET: u64 = 8;
 /// Input kept while the guest has no buffer for it.
 pub const INPUT_MAX: usize = 4096;
 /// First and longest wait before offering waiting input again.

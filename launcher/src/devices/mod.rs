@@ -37,34 +37,13 @@ use crate::memory::GuestMemory;
 use crate::run::{Io, Outcome};
 use crate::signals::StopSignal;
 use crate::waker::{Plan, Waker};
+use lg_core::abi::dev::{kind, Descriptor, DESC_SIZE, MAX_DEVICES};
 use lg_core::abi::PAGE_SIZE;
 use lg_core::dma::{in_memory, Dma, GuestMem, MemFault};
 
 use self::block::Block;
 use self::console::Console;
 use self::net::Net;
-
-/// Descriptors the device page holds.
-pub const MAX_DEVICES: usize = crate::cli::MAX_DEVICES;
-/// Size of one descriptor in the device page.
-pub const DESC_SIZE: usize = 24;
-const _: () = assert!(MAX_DEVICES * DESC_SIZE <= PAGE_SIZE as usize);
-
-/// Device types (the descriptor's `type`).
-pub mod kind {
-    pub const CONSOLE: u16 = 1;
-    pub const NET: u16 = 2;
-    pub const BLOCK: u16 = 3;
-
-    pub fn name(kind: u16) -> &'static str {
-        match kind {
-            CONSOLE => "console",
-            NET => "net",
-            BLOCK => "block",
-            _ => "none",
-        }
-    }
-}
 
 /// Where the devices are in guest-physical memory.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -117,32 +96,6 @@ impl Layout {
     /// Device `index`'s virtual irq (irq 0 is the clock).
     pub fn irq(index: usize) -> u32 {
         index as u32 + 1
-    }
-}
-
-/// One entry of the device page.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Descriptor {
-    pub kind: u16,
-    pub features: u16,
-    /// The guest's (`ACKNOWLEDGE`, `DRIVER`, ...): always 0 from us.
-    pub status: u16,
-    pub num_pages: u16,
-    pub irq: u32,
-    pub pfn: u64,
-}
-
-impl Descriptor {
-    pub fn to_bytes(self) -> [u8; DESC_SIZE] {
-        let mut b = [0u8; DESC_SIZE];
-        b[0..2].copy_from_slice(&self.kind.to_le_bytes());
-        b[2..4].copy_from_slice(&self.features.to_le_bytes());
-        b[4..6].copy_from_slice(&self.status.to_le_bytes());
-        b[6..8].copy_from_slice(&self.num_pages.to_le_bytes());
-        b[8..12].copy_from_slice(&self.irq.to_le_bytes());
-        // 12..16 reserved.
-        b[16..24].copy_from_slice(&self.pfn.to_le_bytes());
-        b
     }
 }
 

@@ -35,29 +35,16 @@ use crate::cli::TunNet;
 use crate::device::LguestDevice;
 use crate::error::{os_msg, Error, Quoted, Role};
 use crate::memory::GuestMemory;
+pub use lg_core::abi::dev::net::{
+    slot_key, HOST_SLOT, NOCSUM, PROMISC, SLOTS, SLOT_SIZE, TAP_GUEST_SLOT,
+};
 use lg_core::abi::{NR_IRQS, PAGE_SIZE};
 use lg_core::dma::{Dma, GuestMem, MemFault};
 
-/// Slots in a network page.
-pub const SLOTS: u64 = 512;
-pub const SLOT_SIZE: u64 = 8;
-const _: () = assert!(SLOTS * SLOT_SIZE == PAGE_SIZE);
-/// The host's slot on a tunnet page; the guest's.
-pub const HOST_SLOT: u16 = 0;
-pub const TAP_GUEST_SLOT: u16 = 1;
-/// `features` bit: no checksums needed (frames never leave the host's memory).
-pub const FEATURE_NOCSUM: u16 = 0x4000;
-/// Slot `flags` bit: receive every frame.
-pub const FLAG_PROMISC: u8 = 1;
 /// Frames taken from the TAP device per break, so that a flood cannot starve the guest.
 const FRAMES_PER_BREAK: usize = 64;
 /// Largest frame the TAP device can hand us (64 KiB: it is bounded by the TAP's MTU).
 const MAX_FRAME: usize = 65536;
-
-/// The key of `slot` on the network page at `page`.
-pub fn slot_key(page: u64, slot: u16) -> u64 {
-    page + SLOT_SIZE * u64::from(slot)
-}
 
 /// `aa:bb:cc:dd:ee:ff`.
 pub fn mac_text(mac: &[u8; 6]) -> String {
@@ -149,7 +136,7 @@ impl Net {
     pub fn features(&self) -> u16 {
         match self.kind {
             Kind::Tap(_) => self.slot,
-            Kind::Share(_) => self.slot | FEATURE_NOCSUM,
+            Kind::Share(_) => self.slot | NOCSUM,
         }
     }
 
@@ -189,7 +176,7 @@ impl Net {
             Kind::Tap(t) => {
                 let mut slot = [0u8; SLOT_SIZE as usize];
                 slot[..6].copy_from_slice(&t.mac);
-                slot[6] = FLAG_PROMISC;
+                slot[6] = PROMISC;
                 mem.write(slot_key(self.page, HOST_SLOT), &slot)
             }
             Kind::Share(_) => Ok(()),
@@ -684,7 +671,7 @@ pub mod tests {
         let path = dir.join("lan0");
         let net = fake_share(0x5000, 3, &path);
         assert_eq!(net.slot, 1);
-        assert_eq!(net.features(), 1 | FEATURE_NOCSUM);
+        assert_eq!(net.features(), 1 | NOCSUM);
         assert_eq!(
             net.describe(),
             format!("sharenet '{}' slot 1", path.display())
@@ -746,7 +733,7 @@ pub mod tests {
         let (mut net, host) = fake_tap(page, 2);
         let mut mem = FakeMem::new(0x9000);
         net.init_page(&mut mem).expect("page");
-        assert_eq!(mem.get(page, 8), [0x02, 0, 0, 0, 0, 0x01, FLAG_PROMISC, 0]);
+        assert_eq!(mem.get(page, 8), [0x02, 0, 0, 0, 0, 0x01, PROMISC, 0]);
         mem.put(0x1000, &[0xff; 6]);
         mem.put(0x2000, b"payload of the frame");
         mem.put_dma(0x100, 0, &[(0x1000, 6), (0x2000, 20)]);

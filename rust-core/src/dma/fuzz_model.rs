@@ -15,6 +15,7 @@ const MEM: usize = 0x10000;
 /// Keys in 0x8000..0x9000 are a shared file (offset = key - 0x8000); the rest private.
 const SHARED: std::ops::Range<u64> = 0x8000..0x9000;
 
+/// One fake guest's memory, `[0, len)` (the unit tests in `tests.rs` use it too).
 pub struct Mem(pub Vec<u8>);
 
 impl GuestMem for Mem {

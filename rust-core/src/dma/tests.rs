@@ -1,27 +1,7 @@
 //! The DMA engine against two fake guests' memories.
 
+use super::fuzz_model::Mem;
 use super::*;
-
-struct Mem(Vec<u8>);
-
-impl GuestMem for Mem {
-    fn limit(&self) -> u64 {
-        self.0.len() as u64
-    }
-    fn read(&mut self, gpa: u64, buf: &mut [u8]) -> Result<(), MemFault> {
-        let g = gpa as usize;
-        buf.copy_from_slice(self.0.get(g..g + buf.len()).ok_or(MemFault)?);
-        Ok(())
-    }
-    fn write(&mut self, gpa: u64, buf: &[u8]) -> Result<(), MemFault> {
-        let g = gpa as usize;
-        self.0
-            .get_mut(g..g + buf.len())
-            .ok_or(MemFault)?
-            .copy_from_slice(buf);
-        Ok(())
-    }
-}
 
 fn put_dma(m: &mut Mem, gpa: u64, used: u32, sections: &[(u64, u16)]) {
     let mut raw = [0u8; DMA_SIZE as usize];

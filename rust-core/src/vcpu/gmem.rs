@@ -2,6 +2,8 @@
 //! guest's limit) and by guest-virtual address (translated through the guest's own page tables,
 //! page by page, exactly as the guest's CPU would see it).
 
+use core::ops::Range;
+
 use super::{Stop, Vcpu};
 use crate::abi::PAGE_SIZE;
 use crate::kill;
@@ -26,6 +28,18 @@ pub enum GvaFault {
 impl From<Stop> for GvaFault {
     fn from(s: Stop) -> Self {
         GvaFault::Stop(s)
+    }
+}
+
+impl GvaFault {
+    /// For a hypercall's buffer (`what`): an unmapped address is the guest's bug and kills it.
+    fn fatal(self, what: &str) -> Stop {
+        match self {
+            GvaFault::Stop(s) => s,
+            GvaFault::PageFault { va } => {
+                kill!("{what}: guest address {va:#x} is not mapped").into()
+            }
+        }
     }
 }
 
@@ -89,15 +103,9 @@ impl Vcpu {
         va: u64,
         buf: &mut [u8],
     ) -> Result<(), GvaFault> {
-        let mut done = 0usize;
-        while done < buf.len() {
-            let cur = va.wrapping_add(done as u64);
-            let in_page = (PAGE_SIZE - (cur & (PAGE_SIZE - 1))) as usize;
-            let n = in_page.min(buf.len() - done);
-            let gpa = self.gva_to_gpa(env, cur, false)?;
-            let chunk = buf.get_mut(done..done + n).unwrap_or(&mut []);
-            self.read_gpa(env, gpa, chunk)?;
-            done += n;
+        let mut pages = GvaPages::new(va, buf.len(), false);
+        while let Some((gpa, chunk)) = pages.next(self, env)? {
+            self.read_gpa(env, gpa, buf.get_mut(chunk).unwrap_or(&mut []))?;
         }
         Ok(())
     }
@@ -109,15 +117,9 @@ impl Vcpu {
         va: u64,
         buf: &[u8],
     ) -> Result<(), GvaFault> {
-        let mut done = 0usize;
-        while done < buf.len() {
-            let cur = va.wrapping_add(done as u64);
-            let in_page = (PAGE_SIZE - (cur & (PAGE_SIZE - 1))) as usize;
-            let n = in_page.min(buf.len() - done);
-            let gpa = self.gva_to_gpa(env, cur, true)?;
-            let chunk = buf.get(done..done + n).unwrap_or(&[]);
-            self.write_gpa(env, gpa, chunk)?;
-            done += n;
+        let mut pages = GvaPages::new(va, buf.len(), true);
+        while let Some((gpa, chunk)) = pages.next(self, env)? {
+            self.write_gpa(env, gpa, buf.get(chunk).unwrap_or(&[]))?;
         }
         Ok(())
     }
@@ -132,27 +134,15 @@ impl Vcpu {
         va: u64,
         len: usize,
     ) -> Result<(), Stop> {
-        let len = len.min(self.console.len());
-        let mut done = 0usize;
-        while done < len {
-            let cur = va.wrapping_add(done as u64);
-            let in_page = (PAGE_SIZE - (cur & (PAGE_SIZE - 1))) as usize;
-            let n = in_page.min(len - done);
-            let gpa = match self.gva_to_gpa(env, cur, false) {
-                Ok(g) => g,
-                Err(GvaFault::Stop(s)) => return Err(s),
-                Err(GvaFault::PageFault { va: at, .. }) => {
-                    return Err(kill!("{what}: guest address {at:#x} is not mapped").into())
-                }
-            };
-            if !self.gpa_ok(gpa, n as u64) {
+        let mut pages = GvaPages::new(va, len.min(self.console.len()), false);
+        while let Some((gpa, chunk)) = pages.next(self, env).map_err(|f| f.fatal(what))? {
+            if !self.gpa_ok(gpa, chunk.len() as u64) {
                 return Err(kill!("{what}: guest-physical {gpa:#x} beyond guest memory").into());
             }
-            let chunk = self.console.get_mut(done..done + n).unwrap_or(&mut []);
-            env.read_gpa_bytes(gpa, chunk).map_err(|_| {
+            let dst = self.console.get_mut(chunk).unwrap_or(&mut []);
+            env.read_gpa_bytes(gpa, dst).map_err(|_| {
                 Stop::from(kill!("guest memory at {gpa:#x} is no longer accessible"))
             })?;
-            done += n;
         }
         Ok(())
     }
@@ -165,12 +155,46 @@ impl Vcpu {
         va: u64,
         buf: &mut [u8],
     ) -> Result<(), Stop> {
-        match self.read_gva(env, va, buf) {
-            Ok(()) => Ok(()),
-            Err(GvaFault::Stop(s)) => Err(s),
-            Err(GvaFault::PageFault { va: at, .. }) => {
-                Err(kill!("{what}: guest address {at:#x} is not mapped").into())
-            }
+        self.read_gva(env, va, buf).map_err(|f| f.fatal(what))
+    }
+}
+
+/// A guest-virtual range `[va, va + len)` walked page by page, as the guest's CPU would: each
+/// step translates the next piece's first address and yields its guest-physical address and the
+/// piece's range in `0..len` (the caller's buffer). The first address that does not translate
+/// ends the walk with the fault.
+struct GvaPages {
+    va: u64,
+    len: usize,
+    done: usize,
+    /// Translate for writing (the guest's tables must allow it).
+    write: bool,
+}
+
+impl GvaPages {
+    fn new(va: u64, len: usize, write: bool) -> GvaPages {
+        GvaPages {
+            va,
+            len,
+            done: 0,
+            write,
         }
+    }
+
+    /// The next piece: `Ok(None)` once the range is done.
+    fn next<E: Env>(
+        &mut self,
+        vcpu: &Vcpu,
+        env: &mut E,
+    ) -> Result<Option<(u64, Range<usize>)>, GvaFault> {
+        if self.done >= self.len {
+            return Ok(None);
+        }
+        let cur = self.va.wrapping_add(self.done as u64);
+        let in_page = (PAGE_SIZE - (cur & (PAGE_SIZE - 1))) as usize;
+        let piece = self.done..self.done + in_page.min(self.len - self.done);
+        let gpa = vcpu.gva_to_gpa(env, cur, self.write)?;
+        self.done = piece.end;
+        Ok(Some((gpa, piece)))
     }
 }

@@ -4,12 +4,11 @@
 # timeout: 400
 . /scenarios/lib.sh
 load_lg
-base_tables=$(cat /sys/module/lg/parameters/table_pages)
+base_tables=$(lg_param table_pages)
 la57=0; grep -qw la57 /proc/cpuinfo && la57=1
 # SYSENTER in long mode: AMD raises #UD; Intel, with SYSENTER_CS=0 (set by lg.ko), #GP(0).
 sysenter_fault='unhandled #UD'
 grep -q GenuineIntel /proc/cpuinfo && sysenter_fault='unhandled #GP (vector 13, error 0x0)'
-fails=0
 ran=0
 cat > /tmp/table <<'TABLE'
 bad-hcall-nr|1|guest killed: unknown hypercall 9999
@@ -56,20 +55,9 @@ while IFS='|' read -r mode want text; do
         echo "ok - $mode: skipped (5-level host: the switcher is out of a 4-level guest's reach)"
         continue
     fi
-    if [ "$rc" = "$want" ] && grep -qF -- "$text" /tmp/o; then
-        echo "ok - $mode: exit $rc: $(tail -1 /tmp/o)"
-    else
-        echo "not ok - $mode: exit $rc (want $want), want '$text', got:"
-        sed 's/^/    /' /tmp/o | tail -5
-        fails=$((fails + 1))
-    fi
+    verdict "$mode" $rc "$want" "$text" /tmp/o
 done < /tmp/table
-rows=$(grep -c '|' /tmp/table)
-[ "$ran" = "$rows" ] || fail "only $ran of $rows hostile modes ran"
-pinned=$(cat /sys/module/lg/parameters/pinned_pages)
-tables=$(cat /sys/module/lg/parameters/table_pages)
-echo "after all guests: pinned pages $pinned, page-table pages $tables (switcher's own: $base_tables)"
-[ "$pinned" = 0 ] || fail "$pinned guest pages still pinned"
-[ "$tables" = "$base_tables" ] || fail "shadow page tables leaked: $tables, want $base_tables"
-[ $fails = 0 ] || fail "$fails hostile guests were not handled as expected"
+all_ran /tmp/table $ran "hostile modes"
+check_clean "$base_tables"
+no_fails "hostile guests"
 unload_lg

@@ -24,5 +24,5 @@ for mode in hlt idle; do
     [ $rc = 130 ] || fail "$mode: launcher exit $rc after SIGINT, want 130"
     [ $ms -lt 200 ] || fail "$mode: an idle guest used ${ms} ms of host CPU in 10 s"
 done
-[ "$(cat /sys/module/lg/parameters/pinned_pages)" = 0 ] || fail "pages left pinned"
+check_unpinned
 unload_lg

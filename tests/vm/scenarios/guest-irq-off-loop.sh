@@ -20,5 +20,5 @@ wait $pid; rc=$?
 [ $rc = 130 ] || fail "launcher exit status $rc after SIGINT, want 130"
 grep -q 'stopped by SIGINT' /tmp/o || fail "no 'stopped by SIGINT' message: $(cat /tmp/o)"
 ok "SIGINT stopped the spinning guest (exit 130) after $((k * 100)) ms"
-[ "$(cat /sys/module/lg/parameters/pinned_pages)" = 0 ] || fail "pages left pinned"
+check_unpinned
 unload_lg

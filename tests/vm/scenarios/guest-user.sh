@@ -9,8 +9,8 @@ for mode in user privileged; do
     lguest 64m /lg/lgtest lgtest=$mode < /dev/null > /tmp/o 2>&1
     rc=$?
     grep -E '^(ok|not ok|SUMMARY|bench|context-switches|entry-invariants)' /tmp/o
-    grep -q '^SUMMARY: [0-9]* tests, 0 failures' /tmp/o || { cat /tmp/o; fail "lgtest=$mode failed"; }
+    suite_passed /tmp/o || { cat /tmp/o; fail "lgtest=$mode failed"; }
     [ $rc -eq 0 ] || fail "lgtest=$mode: launcher exited $rc"
 done
-[ "$(cat /sys/module/lg/parameters/pinned_pages)" = 0 ] || fail "pages still pinned"
+check_unpinned
 unload_lg

@@ -52,7 +52,7 @@ ok "block-ack-loop: SIGKILL after $(grep -c '^acked' /tmp/ack) acks: sectors 0..
 lguest 32m /lg/lgtest --block=$img lgtest=block-edges < /dev/null > /tmp/o 2>&1
 rc=$?
 grep -E '^(ok|not ok|SUMMARY)' /tmp/o
-grep -q '^SUMMARY: [0-9]* tests, 0 failures' /tmp/o && [ $rc = 0 ] || { cat /tmp/o; fail "block-edges: exit $rc"; }
+suite_passed /tmp/o && [ $rc = 0 ] || { cat /tmp/o; fail "block-edges: exit $rc"; }
 grep 'lguest: device 0' /tmp/o
-[ "$(cat /sys/module/lg/parameters/pinned_pages)" = 0 ] || fail "pages still pinned"
+check_unpinned
 unload_lg

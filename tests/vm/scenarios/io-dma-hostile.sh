@@ -7,8 +7,7 @@
 # timeout: 400
 . /scenarios/lib.sh
 load_lg
-base_tables=$(cat /sys/module/lg/parameters/table_pages)
-fails=0
+base_tables=$(lg_param table_pages)
 ran=0
 # mode | launcher exit status | texts the output must contain (separated by ' && ') | lguest args
 cat > /tmp/table <<'TABLE'
@@ -27,70 +26,26 @@ while IFS='|' read -r mode want texts args; do
     ran=$((ran + 1))
     # shellcheck disable=SC2086
     timeout -s KILL 60 lguest 32m /lg/lgtest $args lgtest="$mode" < /dev/null > /tmp/o 2>&1
-    rc=$?
-    good=1
-    [ "$rc" = "$want" ] || good=0
-    rest="$texts"
-    while [ -n "$rest" ]; do
-        text=${rest%% && *}
-        [ "$text" = "$rest" ] && rest= || rest=${rest#* && }
-        grep -qF -- "$text" /tmp/o || good=0
-    done
-    if [ $good = 1 ]; then
-        echo "ok - $mode: exit $rc: $(tail -1 /tmp/o)"
-        grep "^$mode: " /tmp/o | sed 's/^/    /'
-    else
-        echo "not ok - $mode: exit $rc (want $want), want '$texts', got:"
-        sed 's/^/    /' /tmp/o | tail -8
-        fails=$((fails + 1))
-    fi
+    verdict "$mode" $? "$want" "$texts" /tmp/o && grep "^$mode: " /tmp/o | sed 's/^/    /'
 done < /tmp/table
-rows=$(grep -c '|' /tmp/table)
-[ "$ran" = "$rows" ] || fail "only $ran of $rows hostile DMA modes ran"
+all_ran /tmp/table $ran "hostile DMA modes"
 # The overlapping block write really wrote 512 bytes of the text, then 512 from 256 bytes on.
 head -c 13 /tmp/overlap.img | grep -q '^dma-overlap: $' || fail "the overlapping block write did not land"
 
 # Against live peers on a sharenet.
 lan=/tmp/lan-hostile
 rm -f $lan
-wait_for() { # FILE TEXT SECONDS
-    i=0
-    while ! grep -q "$2" "$1" 2>/dev/null; do
-        usleep 100000
-        i=$((i + 1))
-        [ $i -lt $(($3 * 10)) ] || return 1
-    done
-}
-# Every guest started in the background: a failure kills them all (lg.ko must unload).
-bg=
-die() {
-    for p in $bg; do kill -9 "$p" 2>/dev/null; done
-    fail "$@"
-}
-# guest NAME MODE ARGS...: in the background, output in /tmp/NAME, pid in $pid_NAME.
+# guest NAME ARGS...: a guest on the sharenet in the background, output in /tmp/NAME, pid in
+# $pid_NAME (guest_bg); `expect` judges how it ended.
 guest() {
-    name=$1
+    local name=$1
     shift
-    timeout -s KILL 90 lguest 32m /lg/lgtest --sharenet=$lan "$@" < /dev/null > /tmp/$name 2>&1 &
-    eval pid_$name=\$!
-    bg="$bg $!"
-}
-# expect NAME EXIT TEXT: wait for guest NAME; it must exit with EXIT and print TEXT.
-expect() {
-    eval wait \$pid_$1
-    rc=$?
-    if [ $rc = "$2" ] && grep -qF -- "$3" /tmp/$1; then
-        echo "ok - $1: exit $rc: $(grep -F -- "$3" /tmp/$1 | tail -1)"
-    else
-        echo "not ok - $1: exit $rc (want $2), want '$3', got:"
-        sed 's/^/    /' /tmp/$1 | tail -8
-        fails=$((fails + 1))
-    fi
+    guest_bg "$name" 90 --sharenet=$lan "$@"
 }
 
 # 1. A guest binds its receive buffers and crashes while a peer storms it.
 guest dier lgtest=dma-bind-and-die
-wait_for /tmp/dier 'waiting for a frame' 30 || { cat /tmp/dier; die "dma-bind-and-die did not come up"; }
+guest_up dier 'waiting for a frame'
 guest storm1 lgtest=dma-storm peer=any
 expect dier 1 'guest crashed: dma-bind-and-die: crashing with receive buffers bound'
 grep -q '^dma-bind-and-die: a frame arrived' /tmp/dier || {
@@ -101,20 +56,18 @@ expect storm1 0 'ok: survived dma-storm'
 grep '^dma-storm:' /tmp/storm1
 
 # 2. A storm against a guest running smoltcp, which still answers pings afterwards.
-guest echo lgtest=net-echo ip=10.0.1.1/24
-wait_for /tmp/echo '^net: echo on' 30 || { cat /tmp/echo; die "net-echo did not come up"; }
+echo_guest echo --sharenet=$lan 10.0.1.1
 guest storm2 lgtest=dma-storm peer=any
 expect storm2 0 'ok: survived dma-storm'
 grep '^dma-storm:' /tmp/storm2
 guest pinger lgtest=net-ping ip=10.0.1.2/24 peer=10.0.1.1 count=3
 expect pinger 0 'net: 3/3 replies'
-kill $pid_echo
-wait $pid_echo
-grep -q 'FAIL\|PANIC\|UNEXPECTED\|guest killed' /tmp/echo && { cat /tmp/echo; die "net-echo did not survive the storm"; }
+# It survived the storm.
+stop_guest echo 'guest killed'
 
 # 3. A guest rebinds and rewrites its receive buffers while a peer storms it.
 guest rebind lgtest=dma-rebind-storm
-wait_for /tmp/rebind 'rebinding at slot' 30 || { cat /tmp/rebind; die "dma-rebind-storm did not come up"; }
+guest_up rebind 'rebinding at slot'
 guest storm3 lgtest=dma-storm peer=any
 expect rebind 0 'ok: survived dma-rebind-storm'
 expect storm3 0 'ok: survived dma-storm'
@@ -122,22 +75,18 @@ grep '^dma-rebind-storm:' /tmp/rebind
 
 # 4. Receive buffers outside guest memory: the first delivery kills their owner, not the sender.
 guest badrx lgtest=dma-rx-outside-memory
-wait_for /tmp/badrx 'waiting for a sender' 30 || { cat /tmp/badrx; die "dma-rx-outside-memory did not come up"; }
+guest_up badrx 'waiting for a sender'
 guest storm4 lgtest=dma-storm peer=any
 expect badrx 1 "guest killed: another guest found this guest's DMA receive buffer at 0x10000000000 invalid"
 expect storm4 0 'ok: survived dma-storm'
 
 # 5. The same while the broken receiver sleeps in HALT: its death must wake it.
 guest badrx2 lgtest=dma-rx-outside-memory wait=halt
-wait_for /tmp/badrx2 'waiting for a sender' 30 || { cat /tmp/badrx2; die "dma-rx-outside-memory wait=halt did not come up"; }
+guest_up badrx2 'waiting for a sender'
 guest storm5 lgtest=dma-storm peer=any
 expect badrx2 1 "guest killed: another guest found this guest's DMA receive buffer at 0x10000000000 invalid"
 expect storm5 0 'ok: survived dma-storm'
 
-pinned=$(cat /sys/module/lg/parameters/pinned_pages)
-tables=$(cat /sys/module/lg/parameters/table_pages)
-echo "after all guests: pinned pages $pinned, page-table pages $tables (switcher's own: $base_tables)"
-[ "$pinned" = 0 ] || die "$pinned guest pages still pinned"
-[ "$tables" = "$base_tables" ] || die "shadow page tables leaked: $tables, want $base_tables"
-[ $fails = 0 ] || die "$fails hostile DMA guests were not handled as expected"
+check_clean "$base_tables"
+no_fails "hostile DMA guests"
 unload_lg

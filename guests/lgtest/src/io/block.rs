@@ -9,23 +9,14 @@
 use super::dma::{self, Dma};
 use super::mem;
 use core::sync::atomic::{AtomicU8, Ordering::Relaxed};
-use lgtest::devices::{kind, status};
+pub use lg_core::abi::dev::block::{DONE, FAILED, FLUSH, READ, SECTOR, WRITE};
+use lg_core::abi::dev::block::{OFF_BYTES, OFF_NUM_SECTORS, OFF_RESULT, OFF_SECTOR, OFF_TYPE};
+use lg_core::abi::dev::{kind, status};
+use lg_core::abi::PAGE_SIZE;
+use lg_core::dma::MAX_SECTIONS;
 
-pub const SECTOR: u64 = 512;
-/// The most one request can carry: 16 sections of a page.
-pub const MAX_BYTES: usize = 16 * 4096;
-
-pub const READ: u32 = 0;
-pub const WRITE: u32 = 1;
-pub const FLUSH: u32 = 2;
-pub const DONE: u32 = 1;
-pub const FAILED: u32 = 2;
-
-const OFF_TYPE: u64 = 0;
-const OFF_RESULT: u64 = 4;
-const OFF_SECTOR: u64 = 8;
-const OFF_BYTES: u64 = 16;
-const OFF_NUM_SECTORS: u64 = 24;
+/// The most one request can carry: a page in each section of a descriptor.
+pub const MAX_BYTES: usize = MAX_SECTIONS * PAGE_SIZE as usize;
 
 /// Devices we drive at once (`lgba`..`lgbd`), each with its own one-entry reply array.
 const MAX_BLOCKS: usize = 4;

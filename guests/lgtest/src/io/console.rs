@@ -10,8 +10,9 @@ use super::dma::{self, Dma, DmaBuf};
 use super::Device;
 use crate::{hcall, irq};
 use core::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering::Relaxed};
+use lg_core::abi::dev::console::INPUT_OFFSET;
+use lg_core::abi::dev::status;
 use lg_core::abi::PAGE_SIZE;
-use lgtest::devices::status;
 
 /// The console page (its output key), 0 until the device is found.
 static PAGE: AtomicU64 = AtomicU64::new(0);
@@ -66,7 +67,7 @@ pub fn enable_input() -> bool {
         }
     }
     super::claim_irq_console(irq);
-    dma::bind(page + 8, &IN_DMA, irq)
+    dma::bind(page + INPUT_OFFSET, &IN_DMA, irq)
 }
 
 /// Move filled input buffers into the ring and give them back (virtual IF off).

@@ -9,7 +9,8 @@ use crate::hcall::hcall;
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, Ordering};
 use lg_core::abi::hcall as nr;
-use lgtest::devices::{page_sections, MAX_SECTIONS};
+use lg_core::dma::{DMA_SIZE, MAX_SECTIONS};
+use lgtest::devices::page_sections;
 use lgtest::virt_to_phys;
 
 /// One `struct lguest_dma`: 168 bytes, 8-byte aligned.
@@ -21,7 +22,7 @@ pub struct Dma {
     len: [AtomicU16; MAX_SECTIONS],
 }
 
-const _: () = assert!(core::mem::size_of::<Dma>() == 168);
+const _: () = assert!(core::mem::size_of::<Dma>() == DMA_SIZE as usize);
 const _: () = assert!(core::mem::offset_of!(Dma, addr) == 8);
 const _: () = assert!(core::mem::offset_of!(Dma, len) == 136);
 

@@ -24,7 +24,8 @@ use super::stack::{nap, now_us, Ratio};
 use super::{die, done, param};
 use crate::{hcall, shared};
 use core::sync::atomic::Ordering::Relaxed;
-use lgtest::devices::{kind, FRAME_MAX, SLOT_SIZE};
+use lg_core::abi::dev::kind;
+use lg_core::abi::dev::net::{slot_key, FRAME_MAX, SLOTS};
 use lgtest::mode::Mode;
 use lgtest::virt_to_phys;
 
@@ -231,7 +232,7 @@ fn pick_peer(n: &Net) -> u16 {
     if want != b"any" {
         return lgtest::args::parse_u64(want)
             .and_then(|v| u16::try_from(v).ok())
-            .filter(|&v| v < lgtest::devices::NET_SLOTS)
+            .filter(|&v| u64::from(v) < SLOTS)
             .unwrap_or_else(|| die(format_args!("bad peer=")));
     }
     let start = now_us();
@@ -250,7 +251,7 @@ fn storm() -> ! {
     let mut n = open_net();
     let peer = pick_peer(&n);
     let (mac, _) = net::slot(n.page, peer);
-    let key = n.page + SLOT_SIZE * u64::from(peer);
+    let key = slot_key(n.page, peer);
     // A frame for the peer's MAC with an Ethertype nobody speaks.
     let mut frame = [0u8; 128];
     frame[..6].copy_from_slice(&mac);

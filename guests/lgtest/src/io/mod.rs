@@ -27,8 +27,9 @@ pub mod stack;
 
 use crate::{hcall, paging};
 use core::sync::atomic::{AtomicU64, AtomicU8, Ordering::Relaxed};
-use lg_core::abi::PAGE_SIZE;
-use lgtest::devices::{kind, status, Descriptor, DESC_SIZE, MAX_DEVICES, STATUS_OFFSET};
+use lg_core::abi::dev::{kind, status, Descriptor, DESC_SIZE, MAX_DEVICES, STATUS_OFFSET};
+use lg_core::abi::{NR_IRQS, PAGE_SIZE};
+use lgtest::devices::usable;
 use lgtest::mode::Mode;
 use lgtest::pagetable::Level;
 use lgtest::{bootparams, phys_to_virt, DIRECT_MAP_SIZE};
@@ -41,7 +42,8 @@ static AREA_END: AtomicU64 = AtomicU64::new(0);
 static AREA_VA: AtomicU64 = AtomicU64::new(0);
 
 /// Which driver owns each irq (for [`on_irq`]).
-static IRQ_OWNER: [AtomicU8; 32] = [const { AtomicU8::new(OWNER_NONE) }; 32];
+static IRQ_OWNER: [AtomicU8; NR_IRQS as usize] =
+    [const { AtomicU8::new(OWNER_NONE) }; NR_IRQS as usize];
 const OWNER_NONE: u8 = 0;
 const OWNER_CONSOLE: u8 = 1;
 const OWNER_NET: u8 = 2;
@@ -142,8 +144,7 @@ fn descriptor(i: usize) -> Option<Descriptor> {
     let mut raw = [0u8; DESC_SIZE];
     mem::read(start + (i * DESC_SIZE) as u64, &mut raw);
     let d = Descriptor::parse(&raw);
-    d.usable(start + PAGE_SIZE, AREA_END.load(Relaxed))
-        .then_some(d)
+    usable(&d, start + PAGE_SIZE, AREA_END.load(Relaxed)).then_some(d)
 }
 
 /// Every usable device, in device-page order.

@@ -12,10 +12,9 @@ use super::dma::{self, Dma, DmaBuf};
 use super::mem;
 use crate::shared;
 use core::sync::atomic::Ordering::Relaxed;
-use lgtest::devices::{
-    frame_for_slot, kind, mac_for, slot_empty, status, FRAME_MAX, FRAME_MIN, NET_SLOTS, NOCSUM,
-    SLOT_MASK, SLOT_SIZE,
-};
+use lg_core::abi::dev::net::{slot_key, FRAME_MAX, FRAME_MIN, NOCSUM, SLOTS, SLOT_MASK};
+use lg_core::abi::dev::{kind, status};
+use lgtest::devices::{frame_for_slot, mac_for, slot_empty};
 
 pub const RX_BUFFERS: usize = 8;
 /// Each receive buffer gets 2 KiB (so that 1514 bytes never cross a page).
@@ -69,7 +68,7 @@ impl Net {
         let dev = super::find(kind::NET, nth)?;
         let page = dev.area();
         let slot = dev.desc.features & SLOT_MASK;
-        if slot >= NET_SLOTS {
+        if u64::from(slot) >= SLOTS {
             dev.set_status(status::FAILED);
             return None;
         }
@@ -81,7 +80,7 @@ impl Net {
             }
         }
         super::claim_irq_net(irq);
-        let key = page + SLOT_SIZE * u64::from(slot);
+        let key = slot_key(page, slot);
         // Buffers first, then the MAC (one 8-byte store, flags 0): a peer that sees us can send.
         if !dma::bind(key, &RX, irq) {
             dev.set_status(status::FAILED);
@@ -118,7 +117,7 @@ impl Net {
 
     /// The receive key (our slot).
     pub fn key(&self) -> u64 {
-        self.page + SLOT_SIZE * u64::from(self.slot)
+        slot_key(self.page, self.slot)
     }
 }
 
@@ -135,13 +134,13 @@ pub fn rx_buffer_va(i: usize) -> u64 {
 /// Slot `n` of the page at `page`: its MAC and flags (one 8-byte read: a peer rewriting its
 /// slot meanwhile is seen before or after, never half-way).
 pub fn slot(page: u64, n: u16) -> ([u8; 6], u8) {
-    let b = mem::read_u64(page + SLOT_SIZE * u64::from(n)).to_le_bytes();
+    let b = mem::read_u64(slot_key(page, n)).to_le_bytes();
     ([b[0], b[1], b[2], b[3], b[4], b[5]], b[6])
 }
 
 /// The first other non-empty slot, if any.
 pub fn first_peer(page: u64, me: u16) -> Option<u16> {
-    (0..NET_SLOTS).find(|&n| n != me && !slot_empty(&slot(page, n).0))
+    (0..SLOTS as u16).find(|&n| n != me && !slot_empty(&slot(page, n).0))
 }
 
 impl Rx {
@@ -200,7 +199,7 @@ impl Tx {
             return;
         }
         self.stats.tx_frames += 1;
-        for n in 0..NET_SLOTS {
+        for n in 0..SLOTS as u16 {
             if n == self.slot {
                 continue;
             }
@@ -209,7 +208,7 @@ impl Tx {
                 continue;
             }
             self.stats.tx_sends += 1;
-            if dma::send(self.page + SLOT_SIZE * u64::from(n), &TX) as usize != len {
+            if dma::send(slot_key(self.page, n), &TX) as usize != len {
                 self.stats.tx_undelivered += 1;
             }
         }

@@ -167,7 +167,7 @@ impl phy::Device for Phy {
     fn capabilities(&self) -> DeviceCapabilities {
         let mut caps = DeviceCapabilities::default();
         caps.medium = Medium::Ethernet;
-        caps.max_transmission_unit = lgtest::devices::FRAME_MAX;
+        caps.max_transmission_unit = lg_core::abi::dev::net::FRAME_MAX;
         caps.max_burst_size = None;
         if self.net.nocsum {
             caps.checksum = ChecksumCapabilities::ignored();
